@@ -1,0 +1,1 @@
+"""facenet-harness: conformance, accuracy and performance gate for FaceNet inference engines."""

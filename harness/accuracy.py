@@ -1,0 +1,86 @@
+"""Embedding LFW with a backend (cached) and scoring it with facenet's evaluation."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from . import cache, data, metrics
+from .backends import Backend
+from .data import Dataset
+
+
+def embed(backend: Backend, dataset: Dataset, batch_size: int = 64, progress=None) -> np.ndarray:
+    """Embeddings of every protocol image, in ``dataset.keys`` order; decoding overlaps inference."""
+    out = np.zeros((len(dataset.keys), 512), np.float32)
+    done = 0
+    for indices, batch in dataset.batches(batch_size):
+        emb = backend.run(batch)
+        if emb.shape != (len(indices), 512):
+            raise RuntimeError(f"{backend.model.path}: output shape {emb.shape}, expected ({len(indices)}, 512)")
+        out[indices] = emb
+        done += len(indices)
+        if progress:
+            progress(done, len(out))
+    return out
+
+
+def embeddings_key(backend: Backend, dataset: Dataset) -> str:
+    return cache.key_of(model=backend.model.sha256, dataset=dataset.digest, preprocessing=data.PREPROCESSING,
+                        engine=backend.describe())
+
+
+def cached_embed(backend: Backend, dataset: Dataset, cache_dir: Path, batch_size: int = 64, progress=None
+                 ) -> tuple[np.ndarray, dict]:
+    """``embed`` with a content-keyed cache: model hash, dataset digest, preprocessing, engine and version.
+
+    A cache file whose sha256 does not match its record (truncated, corrupted) is recomputed.
+    """
+    key = embeddings_key(backend, dataset)
+    path = cache_dir / "embeddings" / f"{key[:32]}.npy"
+    record = path.with_suffix(".json")
+    with cache.locked(path):
+        try:
+            meta = json.loads(record.read_text())
+            if meta["key"] == key and cache.verified(path, meta["sha256"]):
+                return np.load(path), {**meta, "cached": True}
+        except (OSError, ValueError, KeyError):
+            pass
+        start = time.perf_counter()
+        emb = embed(backend, dataset, batch_size, progress)
+        seconds = time.perf_counter() - start
+        with cache.atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.save(f, emb)
+        meta = {"key": key, "sha256": cache.sha256_file(path), "seconds": seconds, "batch_size": batch_size,
+                "images_per_second": len(emb) / seconds}
+        cache.atomic_write_text(record, json.dumps(meta, indent=2))
+    return emb, {**meta, "cached": False}
+
+
+def evaluate(embeddings: np.ndarray, dataset: Dataset) -> metrics.Evaluation:
+    """facenet's LFW evaluation of per-image embeddings over the dataset's protocol."""
+    index = {k: i for i, k in enumerate(dataset.keys)}
+    pairs = dataset.protocol.pairs
+    first = embeddings[[index[p.first] for p in pairs]]
+    second = embeddings[[index[p.second] for p in pairs]]
+    return metrics.evaluate(first, second, dataset.protocol.issame, dataset.protocol.folds)
+
+
+def progress_bar(label: str):
+    """A minimal progress line on stderr for long steps (only when stderr is a terminal)."""
+    if not sys.stderr.isatty():
+        return None
+    start = time.perf_counter()
+
+    def show(done: int, total: int):
+        rate = done / max(time.perf_counter() - start, 1e-9)
+        sys.stderr.write(f"\r{label}: {done}/{total} images, {rate:.1f} img/s")
+        if done == total:
+            sys.stderr.write("\n")
+        sys.stderr.flush()
+
+    return show

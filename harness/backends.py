@@ -1,0 +1,91 @@
+"""Inference engines behind one small interface.
+
+A backend is built (or loaded) for a model, a precision and a batch size, runs preprocessed
+NCHW float32 batches, and describes itself (name, version, device, precision) so caches and
+reports can be keyed by exactly what ran.  Static-batch engines are padded here, once, so the
+last partial batch never returns rows of a previous batch.
+"""
+from __future__ import annotations
+
+import abc
+import numpy as np
+
+from .environment import cpu_name
+from .errors import HarnessError
+from .model import ModelInfo
+
+
+class Backend(abc.ABC):
+    name: str
+    precisions: tuple[str, ...]
+
+    def __init__(self, model: ModelInfo, precision: str):
+        if precision not in self.precisions:
+            raise HarnessError(f"backend {self.name!r} offers precisions {', '.join(self.precisions)}; "
+                               f"got {precision!r}.")
+        self.model = model
+        self.precision = precision
+
+    @abc.abstractmethod
+    def _run(self, batch: np.ndarray) -> np.ndarray:
+        """Run exactly one engine batch (already padded to the static batch size, if any)."""
+
+    @abc.abstractmethod
+    def describe(self) -> dict:
+        """Name, version, device and precision: everything that makes its outputs differ."""
+
+    def run(self, batch: np.ndarray) -> np.ndarray:
+        """Embeddings (N,512) float32 of a preprocessed (N,3,160,160) batch of any N."""
+        n = len(batch)
+        static = self.model.batch
+        if static is None:
+            return np.asarray(self._run(np.ascontiguousarray(batch, np.float32)), np.float32)
+        out = []
+        for start in range(0, n, static):
+            chunk = batch[start:start + static]
+            padded = np.zeros((static,) + chunk.shape[1:], np.float32)  # fresh zeros: no stale rows
+            padded[: len(chunk)] = chunk
+            out.append(np.asarray(self._run(padded), np.float32)[: len(chunk)])
+        return np.concatenate(out)
+
+
+class OnnxRuntimeBackend(Backend):
+    """onnxruntime on the CPU; FP32 is the reference every other engine is compared with."""
+
+    name = "onnxruntime"
+    precisions = ("fp32",)
+
+    def __init__(self, model: ModelInfo, precision: str = "fp32", threads: int | None = None):
+        super().__init__(model, precision)
+        import onnxruntime as ort
+
+        self._ort = ort
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        if threads:
+            opts.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(model.path), opts, providers=["CPUExecutionProvider"])
+        except Exception as e:  # onnxruntime raises its own exception types
+            raise HarnessError(f"{model.path}: onnxruntime cannot load it ({e}).") from None
+
+    def _run(self, batch):
+        return self.session.run([self.model.output_name], {self.model.input_name: batch})[0]
+
+    def describe(self) -> dict:
+        return {"backend": self.name, "version": self._ort.__version__, "device": cpu_name(),
+                "provider": "CPUExecutionProvider", "precision": self.precision}
+
+
+BACKENDS: dict[str, type[Backend]] = {"onnxruntime": OnnxRuntimeBackend}
+PLANNED = {"ixrt": "IxRT (Iluvatar CoreX)", "tensorrt": "NVIDIA TensorRT"}
+
+
+def create(name: str, model: ModelInfo, precision: str) -> Backend:
+    """The backend called ``name`` for ``model`` at ``precision``; HarnessError when unavailable."""
+    if name in BACKENDS:
+        return BACKENDS[name](model, precision)
+    if name in PLANNED:
+        raise HarnessError(f"backend {name!r} ({PLANNED[name]}) is not available in this version of the harness; "
+                           f"available: {', '.join(BACKENDS)}.")
+    raise HarnessError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}.")

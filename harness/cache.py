@@ -1,0 +1,95 @@
+"""Content-addressed artifact cache: atomic writes, hash-verified reads, one builder at a time.
+
+Every artifact (weights, ONNX exports, embeddings) lives under a key derived from the
+content hashes of everything that produced it, so a change of model, data, SDK or library
+version can never reuse a stale file.  Files are written to a temporary name and renamed,
+so an interrupted run leaves no half-written artifact; a reader re-checks the recorded
+sha256 and treats a mismatch as a miss.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+ENV_VAR = "FACENET_HARNESS_CACHE"
+
+
+def cache_root(override: str | os.PathLike | None = None) -> Path:
+    """The cache folder: ``override``, else ``$FACENET_HARNESS_CACHE``, else ``~/.cache/facenet-harness``."""
+    root = override or os.environ.get(ENV_VAR) or Path.home() / ".cache" / "facenet-harness"
+    root = Path(root).expanduser()
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def key_of(**parts) -> str:
+    """A stable hash of the named parts (JSON, sorted keys): the cache key of an artifact."""
+    return sha256_bytes(json.dumps(parts, sort_keys=True, default=str).encode())
+
+
+@contextlib.contextmanager
+def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside ``dest``; on success it is fsynced and renamed onto ``dest``."""
+    dest = Path(dest)
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    os.close(fd)
+    tmp = Path(tmp)
+    os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shared caches from other users
+    try:
+        yield tmp
+        publish(tmp, dest)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def publish(src: Path, dest: Path) -> None:
+    """Move a finished file into place atomically (same file system), fsynced first."""
+    with open(src, "rb") as f:
+        os.fsync(f.fileno())
+    os.replace(src, dest)
+
+
+def atomic_write_bytes(dest: str | os.PathLike, data: bytes) -> None:
+    with atomic_path(dest) as tmp:
+        tmp.write_bytes(data)
+
+
+def atomic_write_text(dest: str | os.PathLike, text: str) -> None:
+    atomic_write_bytes(dest, text.encode())
+
+
+@contextlib.contextmanager
+def locked(path: str | os.PathLike) -> Iterator[None]:
+    """An exclusive inter-process lock on ``<path>.lock`` (so parallel workers build an artifact once)."""
+    lock = Path(f"{path}.lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def verified(path: Path, expected_sha256: str) -> bool:
+    """True when ``path`` exists and its content hashes to ``expected_sha256``."""
+    return path.is_file() and sha256_file(path) == expected_sha256

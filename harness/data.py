@@ -1,0 +1,268 @@
+"""LFW: the verification protocol (pairs.txt), face boxes, and the images fed to the model.
+
+Two dataset forms are supported:
+  * raw LFW images plus a face-box TSV (``../shared/lfw_mtcnn_boxes.tsv`` format): each face is
+    cropped as facenet's ``align_dataset_mtcnn`` does (box grown by margin/2 per side, clipped,
+    resized to 160x160 bilinear; a centred 160x160 crop where no face was found);
+  * a pre-aligned folder of 160x160 images, used as is.
+Images are decoded as RGB and normalised ``(x - 127.5) / 128`` into NCHW float32.
+"""
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import math
+import os
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import cv2
+import numpy as np
+
+from . import cache
+from .errors import HarnessError
+
+IMAGE_SIZE = 160
+MARGIN = 32
+MEAN, SCALE = 127.5, 128.0
+EXTENSIONS = (".jpg", ".png", ".jpeg")
+PREPROCESSING = {"crop": "facenet-align", "margin": MARGIN, "size": IMAGE_SIZE, "resize": "cv2.INTER_LINEAR",
+                 "mean": MEAN, "scale": SCALE, "order": "RGB", "layout": "NCHW"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Pair:
+    first: str  # image key "<Person>/<Person>_NNNN"
+    second: str
+    same: bool
+    fold: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Protocol:
+    """The parsed LFW protocol: pairs in file order, fold by fold."""
+
+    path: Path
+    pairs: tuple[Pair, ...]
+    folds: int
+    per_fold: int  # same-person pairs per fold (= different-person pairs per fold)
+    sha256: str
+
+    @property
+    def issame(self) -> np.ndarray:
+        return np.array([p.same for p in self.pairs])
+
+    @property
+    def image_keys(self) -> list[str]:
+        """The distinct images the protocol uses, sorted."""
+        return sorted({k for p in self.pairs for k in (p.first, p.second)})
+
+
+def _image_key(path: Path, lineno: int, name: str, number: str) -> str:
+    if not name or "/" in name or name.startswith("."):
+        raise HarnessError(f"{path}:{lineno}: {name!r} is not a person name.")
+    try:
+        n = int(number)
+    except ValueError:
+        raise HarnessError(f"{path}:{lineno}: image number {number!r} is not an integer.") from None
+    if n < 1:
+        raise HarnessError(f"{path}:{lineno}: image number {n} must be 1 or more.")
+    return f"{name}/{name}_{n:04d}"
+
+
+def parse_pairs(path: str | os.PathLike) -> Protocol:
+    """Parse and validate an LFW ``pairs.txt`` (header ``folds n``, then per fold n same + n different lines)."""
+    path = Path(path)
+    try:
+        lines = path.read_text().splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise HarnessError(f"{path}: cannot read the LFW pairs file ({e}); set LFW_PAIRS or --pairs.") from None
+    lines = [(i + 1, ln.split()) for i, ln in enumerate(lines) if ln.strip()]
+    if not lines:
+        raise HarnessError(f"{path}: empty; an LFW pairs file starts with a header line like '10 300'.")
+    lineno, header = lines[0]
+    try:
+        folds, per_fold = (int(x) for x in header)
+    except ValueError:
+        raise HarnessError(f"{path}:{lineno}: header {' '.join(header)!r} is not '<folds> <pairs per half-fold>' "
+                           "(the official file says '10 300').") from None
+    if folds < 2 or per_fold < 1:
+        raise HarnessError(f"{path}:{lineno}: header says {folds} folds of {per_fold}; need at least 2 folds.")
+    body = lines[1:]
+    if len(body) != 2 * folds * per_fold:
+        raise HarnessError(f"{path}: header promises {folds} folds x 2 x {per_fold} = {2 * folds * per_fold} pairs, "
+                           f"the file has {len(body)} pair lines.")
+    pairs, seen = [], {}
+    for k, (lineno, fields) in enumerate(body):
+        fold, same = k // (2 * per_fold), (k % (2 * per_fold)) < per_fold
+        if same:
+            if len(fields) != 3:
+                raise HarnessError(f"{path}:{lineno}: line {k % (2 * per_fold) + 1} of fold {fold + 1} must be a "
+                                   f"same-person pair 'name n1 n2' (3 fields), got {len(fields)}.")
+            a, b = _image_key(path, lineno, fields[0], fields[1]), _image_key(path, lineno, fields[0], fields[2])
+        else:
+            if len(fields) != 4:
+                raise HarnessError(f"{path}:{lineno}: line {k % (2 * per_fold) + 1} of fold {fold + 1} must be a "
+                                   f"different-person pair 'name1 n1 name2 n2' (4 fields), got {len(fields)}.")
+            a, b = _image_key(path, lineno, fields[0], fields[1]), _image_key(path, lineno, fields[2], fields[3])
+            if fields[0] == fields[2]:
+                raise HarnessError(f"{path}:{lineno}: a different-person pair names {fields[0]!r} twice.")
+        if a == b:
+            raise HarnessError(f"{path}:{lineno}: pairs an image with itself ({a}).")
+        key = frozenset((a, b))
+        if key in seen:
+            raise HarnessError(f"{path}:{lineno}: duplicate of the pair on line {seen[key]} ({a}, {b}).")
+        seen[key] = lineno
+        pairs.append(Pair(a, b, same, fold))
+    return Protocol(path, tuple(pairs), folds, per_fold, cache.sha256_file(path))
+
+
+@dataclasses.dataclass(frozen=True)
+class Box:
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+BOX_COLUMNS = ("path", "faces", "x1", "y1", "x2", "y2")
+
+
+def read_boxes(path: str | os.PathLike) -> dict[str, Box | None]:
+    """Face boxes by image key from a TSV in the ``lfw_mtcnn_boxes.tsv`` format; None = no face found."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except (OSError, UnicodeDecodeError) as e:
+        raise HarnessError(f"{path}: cannot read the face-box TSV ({e}); set LFW_BOXES or --boxes.") from None
+    rows = [(i + 1, ln.split("\t")) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.startswith("#")]
+    if not rows or tuple(c.strip() for c in rows[0][1][: len(BOX_COLUMNS)]) != BOX_COLUMNS:
+        raise HarnessError(f"{path}: the first non-comment line must be the header starting "
+                           f"{' '.join(BOX_COLUMNS)} (tab-separated).")
+    boxes: dict[str, Box | None] = {}
+    for lineno, cols in rows[1:]:
+        if len(cols) < len(BOX_COLUMNS):
+            raise HarnessError(f"{path}:{lineno}: {len(cols)} columns, need at least {len(BOX_COLUMNS)} "
+                               f"({', '.join(BOX_COLUMNS)}).")
+        key = os.path.splitext(cols[0].strip())[0]
+        coords = [c.strip() for c in cols[2:6]]
+        if not any(coords):
+            boxes[key] = None
+            continue
+        try:
+            x1, y1, x2, y2 = (float(c) for c in coords)
+        except ValueError:
+            raise HarnessError(f"{path}:{lineno}: box {coords} is not four numbers.") from None
+        if not all(math.isfinite(v) for v in (x1, y1, x2, y2)):
+            raise HarnessError(f"{path}:{lineno}: box {coords} is not finite.")
+        if x2 <= x1 or y2 <= y1:
+            raise HarnessError(f"{path}:{lineno}: box {coords} has a negative or zero size (need x2 > x1, y2 > y1).")
+        boxes[key] = Box(x1, y1, x2, y2)
+    return boxes
+
+
+def facenet_crop(img: np.ndarray, box: Box | None, margin: int = MARGIN, size: int = IMAGE_SIZE) -> np.ndarray:
+    """Crop as facenet's align_dataset_mtcnn: grow by margin/2, clip, truncate to int, resize bilinear."""
+    h, w = img.shape[:2]
+    if box is None:  # no face found: the centred crop
+        if h < size or w < size:
+            raise ValueError(f"image {w}x{h} is smaller than {size}x{size} and has no face box")
+        top, left = (h - size) // 2, (w - size) // 2
+        return img[top:top + size, left:left + size]
+    x1, y1 = int(max(box.x1 - margin / 2, 0)), int(max(box.y1 - margin / 2, 0))
+    x2, y2 = int(min(box.x2 + margin / 2, w)), int(min(box.y2 + margin / 2, h))
+    if x2 <= x1 or y2 <= y1:
+        raise ValueError(f"face box {box} lies outside the {w}x{h} image")
+    return cv2.resize(img[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_LINEAR)
+
+
+def normalize(faces: np.ndarray) -> np.ndarray:
+    """uint8 NHWC RGB -> float32 NCHW ``(x - 127.5) / 128``."""
+    return ((faces.astype(np.float32) - MEAN) / SCALE).transpose(0, 3, 1, 2).copy()
+
+
+class Dataset:
+    """The images of an LFW protocol, on disk, with their face boxes (or pre-aligned)."""
+
+    def __init__(self, images: str | os.PathLike, pairs: str | os.PathLike, boxes: str | os.PathLike | None = None):
+        self.root = Path(images)
+        if not self.root.is_dir():
+            raise HarnessError(f"{self.root}: no such LFW image folder; set LFW_DIR or --lfw-dir "
+                               "(a folder of <Person>/<Person>_NNNN.jpg).")
+        self.protocol = parse_pairs(pairs)
+        self.boxes_path = Path(boxes) if boxes else None
+        self.boxes = read_boxes(boxes) if boxes else None
+        self.keys = self.protocol.image_keys
+        self.paths = [self._find(k) for k in self.keys]
+        if self.boxes is not None:
+            missing = [k for k in self.keys if k not in self.boxes]
+            if missing:
+                raise HarnessError(f"{self.boxes_path}: no face-box row for {len(missing)} protocol images, e.g. "
+                                   f"{missing[0]}; regenerate it with 'facenet-harness align' or drop --boxes for a "
+                                   "pre-aligned folder.")
+        self._digest: str | None = None
+
+    @property
+    def form(self) -> str:
+        return "raw+boxes" if self.boxes is not None else "pre-aligned"
+
+    def _find(self, key: str) -> Path:
+        for ext in EXTENSIONS:
+            p = self.root / f"{key}{ext}"
+            if p.is_file():
+                return p
+        raise HarnessError(f"{self.root / key}.jpg: image named by {self.protocol.path} is missing "
+                           "(LFW_DIR must point at the folder holding <Person>/<Person>_NNNN.jpg).")
+
+    @property
+    def digest(self) -> str:
+        """sha256 identifying the data: protocol, each used image's bytes, and the face boxes used."""
+        if self._digest is None:
+            h = hashlib.sha256()
+            h.update(f"pairs {self.protocol.sha256}\n".encode())
+            for key, path in zip(self.keys, self.paths):
+                h.update(f"{path.relative_to(self.root)}\0{cache.sha256_file(path)}\n".encode())
+                if self.boxes is not None:
+                    h.update(f"box {self.boxes[key]}\n".encode())
+            self._digest = h.hexdigest()
+        return self._digest
+
+    def load(self, index: int) -> np.ndarray:
+        """One face, uint8 HWC RGB 160x160; HarnessError naming the file when it cannot be used."""
+        path = self.paths[index]
+        img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grayscale and RGBA are converted to 3-channel
+        if img is None:
+            raise HarnessError(f"{path}: not a readable image (corrupt, truncated or not an image); "
+                               "restore it from the LFW archive.")
+        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        if self.boxes is None:
+            if img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
+                raise HarnessError(f"{path}: a pre-aligned image must be {IMAGE_SIZE}x{IMAGE_SIZE}, it is "
+                                   f"{img.shape[1]}x{img.shape[0]}; for raw LFW images pass the face boxes (LFW_BOXES).")
+            return img
+        try:
+            return facenet_crop(img, self.boxes[self.keys[index]])
+        except ValueError as e:
+            raise HarnessError(f"{path}: {e}; check its row in {self.boxes_path}.") from None
+
+    def batch(self, indices: Sequence[int]) -> np.ndarray:
+        """Preprocessed NCHW float32 batch of the given images."""
+        return normalize(np.stack([self.load(i) for i in indices]))
+
+    def batches(self, batch_size: int, indices: Sequence[int] | None = None, prefetch: int = 2
+                ) -> Iterator[tuple[list[int], np.ndarray]]:
+        """Yield ``(indices, batch)`` while the next batches are decoded in background threads.
+
+        OpenCV releases the GIL while decoding and resizing, so loading overlaps inference.
+        """
+        order = list(range(len(self.keys))) if indices is None else list(indices)
+        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        with concurrent.futures.ThreadPoolExecutor(max_workers=prefetch) as pool:
+            pending = [pool.submit(self.batch, c) for c in chunks[:prefetch]]
+            for k, chunk in enumerate(chunks):
+                batch = pending[k].result()
+                if k + prefetch < len(chunks):
+                    pending.append(pool.submit(self.batch, chunks[k + prefetch]))
+                pending[k] = None  # free the batch once handed out
+                yield chunk, batch

