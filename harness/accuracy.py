@@ -5,6 +5,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
@@ -13,18 +14,23 @@ from .backends import Backend
 from .data import Dataset
 
 
-def embed(backend: Backend, dataset: Dataset, batch_size: int = 64, progress=None) -> np.ndarray:
-    """Embeddings of every protocol image, in ``dataset.keys`` order; decoding overlaps inference."""
+def embed(backend: Backend, dataset: Dataset, batch_size: int = 64, progress=None,
+          indices: Sequence[int] | None = None) -> np.ndarray:
+    """Embeddings of the protocol images (all, or ``indices``), in ``dataset.keys`` order.
+
+    Decoding and cropping of the next batches overlap inference of the current one.
+    """
     out = np.zeros((len(dataset.keys), 512), np.float32)
     done = 0
-    for indices, batch in dataset.batches(batch_size):
+    total = len(out) if indices is None else len(indices)
+    for indices, batch in dataset.batches(batch_size, indices):
         emb = backend.run(batch)
         if emb.shape != (len(indices), 512):
             raise RuntimeError(f"{backend.model.path}: output shape {emb.shape}, expected ({len(indices)}, 512)")
         out[indices] = emb
         done += len(indices)
         if progress:
-            progress(done, len(out))
+            progress(done, total)
     return out
 
 

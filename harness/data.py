@@ -31,6 +31,17 @@ PREPROCESSING = {"crop": "facenet-align", "margin": MARGIN, "size": IMAGE_SIZE, 
                  "mean": MEAN, "scale": SCALE, "order": "RGB", "layout": "NCHW"}
 
 
+def locate(shared: str | os.PathLike | None = None) -> tuple[str | None, str | None, str | None]:
+    """(images, pairs, boxes) from LFW_DIR / LFW_PAIRS / LFW_BOXES, else from a ``shared`` folder
+    laid out like ``../shared`` (lfw/, lfw_pairs.txt, lfw_mtcnn_boxes.tsv), else Nones."""
+    if os.environ.get("LFW_DIR"):
+        return os.environ["LFW_DIR"], os.environ.get("LFW_PAIRS"), os.environ.get("LFW_BOXES") or None
+    if shared and (Path(shared) / "lfw").is_dir():
+        s = Path(shared)
+        return str(s / "lfw"), str(s / "lfw_pairs.txt"), str(s / "lfw_mtcnn_boxes.tsv")
+    return None, None, None
+
+
 @dataclasses.dataclass(frozen=True)
 class Pair:
     first: str  # image key "<Person>/<Person>_NNNN"

@@ -12,6 +12,7 @@ import dataclasses
 import json
 import os
 import tempfile
+import warnings
 from pathlib import Path
 
 import onnx
@@ -93,8 +94,12 @@ def _export(pb: Path, dest: Path, batch: int | None) -> str:
     net = InceptionResnetV1(read_constants(pb))
     example = torch.zeros(batch or 1, 3, IMAGE_SIZE, IMAGE_SIZE)
     dynamic_axes = None if batch else {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
-    torch.onnx.export(net, (example,), str(dest), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                      opset_version=OPSET, dynamic_axes=dynamic_axes, dynamo=False)
+    with warnings.catch_warnings():
+        # The TorchScript exporter is deprecated in favour of dynamo, but it is the exporter the reference
+        # deployment used and it emits the plain Conv/BatchNormalization graph the IxRT/TensorRT parsers expect.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(net, (example,), str(dest), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          opset_version=OPSET, dynamic_axes=dynamic_axes, dynamo=False)
     model = onnx.load(str(dest))
     out_dims = model.graph.output[0].type.tensor_type.shape.dim
     out_dims[1].Clear()

@@ -1,0 +1,58 @@
+"""The artifact cache: whole files or nothing, content keys, one builder at a time."""
+import multiprocessing
+import os
+import time
+
+import pytest
+
+from harness import cache
+
+
+def test_failed_write_leaves_nothing(tmp_path):
+    dest = tmp_path / "a" / "artifact.bin"
+    with pytest.raises(RuntimeError):
+        with cache.atomic_path(dest) as tmp:
+            tmp.write_bytes(b"half")
+            raise RuntimeError("interrupted")
+    assert not dest.exists()
+    assert list(dest.parent.iterdir()) == []
+
+
+def test_write_replaces_whole_file(tmp_path):
+    dest = tmp_path / "x.txt"
+    cache.atomic_write_text(dest, "old")
+    cache.atomic_write_text(dest, "new")
+    assert dest.read_text() == "new" and os.stat(dest).st_mode & 0o044 == 0o044
+    assert cache.verified(dest, cache.sha256_bytes(b"new"))
+    assert not cache.verified(dest, cache.sha256_bytes(b"old"))
+
+
+def test_key_depends_on_every_part():
+    base = cache.key_of(model="a", dataset="b", engine={"version": "1"})
+    assert base == cache.key_of(dataset="b", model="a", engine={"version": "1"})
+    assert base != cache.key_of(model="a", dataset="b", engine={"version": "2"})
+
+
+def _build_once(target, log):
+    with cache.locked(target):
+        if not os.path.exists(target):
+            with open(log, "a") as f:
+                f.write("built\n")
+            time.sleep(0.2)
+            cache.atomic_write_text(target, "artifact")
+
+
+def test_concurrent_builders_build_once(tmp_path):
+    target, log = str(tmp_path / "artifact"), str(tmp_path / "log")
+    procs = [multiprocessing.get_context("fork").Process(target=_build_once, args=(target, log)) for _ in range(4)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(30)
+    assert [p.exitcode for p in procs] == [0] * 4
+    assert open(log).read() == "built\n"
+
+
+def test_cache_root_from_environment(tmp_path, monkeypatch):
+    monkeypatch.setenv(cache.ENV_VAR, str(tmp_path / "c"))
+    assert cache.cache_root() == tmp_path / "c" and (tmp_path / "c").is_dir()
