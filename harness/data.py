@@ -240,8 +240,11 @@ class Dataset:
         return self._digest
 
     def load(self, index: int) -> np.ndarray:
-        """One face, uint8 HWC RGB 160x160; HarnessError naming the file when it cannot be used."""
-        path = self.paths[index]
+        """One protocol face, uint8 HWC RGB 160x160; HarnessError naming the file when it cannot be used."""
+        return self.load_file(self.paths[index], self.keys[index])
+
+    def load_file(self, path: Path, key: str) -> np.ndarray:
+        """Any face of this dataset (protocol or not) by file and image key, cropped like the protocol's."""
         img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grayscale and RGBA are converted to 3-channel
         if img is None:
             raise HarnessError(f"{path}: not a readable image (corrupt, truncated or not an image); "
@@ -252,10 +255,29 @@ class Dataset:
                 raise HarnessError(f"{path}: a pre-aligned image must be {IMAGE_SIZE}x{IMAGE_SIZE}, it is "
                                    f"{img.shape[1]}x{img.shape[0]}; for raw LFW images pass the face boxes (LFW_BOXES).")
             return img
+        if key not in self.boxes:
+            raise HarnessError(f"{self.boxes_path}: no face-box row for {key}; regenerate the TSV.")
         try:
-            return facenet_crop(img, self.boxes[self.keys[index]])
+            return facenet_crop(img, self.boxes[key])
         except ValueError as e:
             raise HarnessError(f"{path}: {e}; check its row in {self.boxes_path}.") from None
+
+    def calibration_files(self, size: int, seed: int) -> list[tuple[str, Path]]:
+        """``size`` images of this folder that the protocol does NOT use, chosen by a seeded draw.
+
+        Quantizing on the evaluation images (as the reference deployment does) would flatter INT8;
+        these are disjoint from them by construction.
+        """
+        used = set(self.keys)
+        candidates = sorted(
+            (f"{p.parent.name}/{p.stem}", p) for p in self.root.glob("*/*")
+            if p.suffix.lower() in EXTENSIONS and f"{p.parent.name}/{p.stem}" not in used
+            and (self.boxes is None or f"{p.parent.name}/{p.stem}" in self.boxes))
+        if len(candidates) < size:
+            raise HarnessError(f"{self.root}: only {len(candidates)} images outside the protocol for calibration, "
+                               f"{size} asked; lower the calibration size.")
+        pick = np.random.default_rng(seed).choice(len(candidates), size, replace=False)
+        return [candidates[i] for i in sorted(pick)]
 
     def batch(self, indices: Sequence[int]) -> np.ndarray:
         """Preprocessed NCHW float32 batch of the given images."""

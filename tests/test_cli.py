@@ -11,8 +11,9 @@ from harness import accuracy, backends, cli
 from .test_data import make_prealigned
 
 
-@pytest.fixture
+@pytest.fixture(autouse=True)
 def no_lfw_env(monkeypatch):
+    """The Makefile exports LFW_* for ../shared; these tests name their data explicitly."""
     for var in ("LFW_DIR", "LFW_PAIRS", "LFW_BOXES"):
         monkeypatch.delenv(var, raising=False)
 

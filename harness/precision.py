@@ -1,0 +1,141 @@
+"""Reduced-precision variants of a FaceNet ONNX for onnxruntime: FP16 and INT8 (static quantization).
+
+Each variant is cached under a key of everything that shapes it (source model hash, recipe,
+onnxruntime version, and for INT8 the calibration image list, method and format), so changing
+any of them rebuilds it.  INT8 calibrates on LFW images outside the evaluation protocol.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from . import cache
+from .data import Dataset
+from .errors import HarnessError
+from .model import ModelInfo
+
+FP16_RECIPE = "ort-float16-keep-io-v1"
+
+# INT8 formats we can build; the default was picked by measurement (baselines/README.md).
+INT8_FORMATS = {
+    # QOperator (QLinearConv etc.), uint8 activations, int8 per-channel weights
+    "qop-u8s8": {"quant_format": "QOperator", "activation": "QUInt8", "weight": "QInt8"},
+    # QDQ pairs around every op, int8 activations and weights: the form TensorRT/IxRT consume
+    "qdq-s8s8": {"quant_format": "QDQ", "activation": "QInt8", "weight": "QInt8"},
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class Calibration:
+    """How INT8 is calibrated: image count, seed of the draw, calibrator, quantized format."""
+
+    size: int = 256
+    seed: int = 0
+    method: str = "MinMax"  # onnxruntime CalibrationMethod: MinMax, Entropy, Percentile, Distribution
+    format: str = "qop-u8s8"
+    batch_size: int = 32
+
+    def __post_init__(self):
+        if self.format not in INT8_FORMATS:
+            raise HarnessError(f"unknown INT8 format {self.format!r}; choose one of {', '.join(INT8_FORMATS)}.")
+        if self.method not in ("MinMax", "Entropy", "Percentile", "Distribution"):
+            raise HarnessError(f"unknown calibration method {self.method!r}; MinMax, Entropy, Percentile or Distribution.")
+        if self.size < 1:
+            raise HarnessError(f"calibration size must be positive, got {self.size}.")
+
+
+def _ort_version() -> str:
+    import onnxruntime
+
+    return onnxruntime.__version__
+
+
+def _cached_build(cache_dir: Path, name: str, key_parts: dict, build) -> Path:
+    """Return the cached artifact for ``key_parts``, building it with ``build(tmp_path)`` when absent."""
+    key = cache.key_of(**key_parts)[:20]
+    folder = cache_dir / "precision"
+    folder.mkdir(parents=True, exist_ok=True)
+    record = folder / f"{name}-{key}.json"
+
+    def cached() -> Path | None:
+        try:
+            meta = json.loads(record.read_text())
+            path = folder / meta["file"]
+            return path if cache.verified(path, meta["sha256"]) else None
+        except (OSError, ValueError, KeyError):
+            return None
+
+    found = cached()
+    if found:
+        return found
+    with cache.locked(record):
+        found = cached()
+        if found:
+            return found
+        with tempfile.TemporaryDirectory(dir=folder) as tmp:
+            out = Path(tmp) / "model.onnx"
+            extra = build(out, Path(tmp)) or {}
+            sha = cache.sha256_file(out)
+            dest = folder / f"{name}-{sha[:16]}.onnx"
+            cache.publish(out, dest)
+        cache.atomic_write_text(record, json.dumps({"file": dest.name, "sha256": sha, "key": key_parts, **extra},
+                                                   indent=2, default=str))
+    return dest
+
+
+def fp16_model(source: ModelInfo, cache_dir: Path) -> Path:
+    """The model with float16 weights and compute, float32 input and output kept."""
+    from onnxruntime.transformers.float16 import convert_float_to_float16
+
+    def build(out: Path, _tmp: Path):
+        model = convert_float_to_float16(onnx.load(str(source.path)), keep_io_types=True)
+        onnx.save(model, str(out))
+
+    return _cached_build(cache_dir, "fp16", {"source": source.sha256, "recipe": FP16_RECIPE,
+                                             "onnxruntime": _ort_version()}, build)
+
+
+def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration: Calibration) -> Path:
+    """Statically quantized INT8 model, calibrated on ``calibration.size`` images outside the protocol."""
+    from onnxruntime import quantization as q
+
+    files = dataset.calibration_files(calibration.size, calibration.seed)
+    image_list = cache.sha256_bytes("\n".join(k for k, _ in files).encode())
+    fmt = INT8_FORMATS[calibration.format]
+
+    class Reader(q.CalibrationDataReader):
+        def __init__(self):
+            self.chunks = iter([files[i:i + calibration.batch_size]
+                                for i in range(0, len(files), calibration.batch_size)])
+
+        def get_next(self):
+            from .data import normalize
+
+            chunk = next(self.chunks, None)
+            if chunk is None:
+                return None
+            return {source.input_name: normalize(np.stack([dataset.load_file(p, k) for k, p in chunk]))}
+
+    def build(out: Path, tmp: Path):
+        prepped = tmp / "preprocessed.onnx"
+        q.quant_pre_process(str(source.path), str(prepped), skip_symbolic_shape=True)
+        q.quantize_static(
+            str(prepped), str(out), Reader(),
+            quant_format=getattr(q.QuantFormat, fmt["quant_format"]),
+            activation_type=getattr(q.QuantType, fmt["activation"]),
+            weight_type=getattr(q.QuantType, fmt["weight"]),
+            per_channel=True,
+            calibrate_method=getattr(q.CalibrationMethod, calibration.method),
+            extra_options={"CalibTensorRangeSymmetric": fmt["activation"] == "QInt8"},
+        )
+        return {"calibration_images": [k for k, _ in files]}
+
+    return _cached_build(cache_dir, f"int8-{calibration.format}", {
+        "source": source.sha256, "images": image_list, "dataset": str(dataset.root), "method": calibration.method,
+        "format": calibration.format, "size": calibration.size, "seed": calibration.seed,
+        "onnxruntime": _ort_version()}, build)
