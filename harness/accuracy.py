@@ -67,13 +67,23 @@ def cached_embed(backend: Backend, dataset: Dataset, cache_dir: Path, batch_size
     return emb, {**meta, "cached": False}
 
 
-def evaluate(embeddings: np.ndarray, dataset: Dataset) -> metrics.Evaluation:
-    """facenet's LFW evaluation of per-image embeddings over the dataset's protocol."""
+def pair_distances(embeddings: np.ndarray, dataset: Dataset) -> np.ndarray:
+    """Squared L2 distance of every protocol pair, from per-image embeddings in ``dataset.keys`` order."""
     index = {k: i for i, k in enumerate(dataset.keys)}
     pairs = dataset.protocol.pairs
-    first = embeddings[[index[p.first] for p in pairs]]
-    second = embeddings[[index[p.second] for p in pairs]]
-    return metrics.evaluate(first, second, dataset.protocol.issame, dataset.protocol.folds)
+    return metrics.distances(embeddings[[index[p.first] for p in pairs]], embeddings[[index[p.second] for p in pairs]])
+
+
+def evaluate(embeddings: np.ndarray, dataset: Dataset) -> metrics.Evaluation:
+    """facenet's LFW evaluation of per-image embeddings over the dataset's protocol."""
+    return metrics.evaluate_distances(pair_distances(embeddings, dataset), dataset.protocol.issame,
+                                      dataset.protocol.folds)
+
+
+def flipped_decisions(embeddings: np.ndarray, reference: np.ndarray, dataset: Dataset, threshold: float) -> int:
+    """How many same/different decisions differ from the reference's, both judged at ``threshold``."""
+    return int(np.count_nonzero((pair_distances(embeddings, dataset) < threshold)
+                                != (pair_distances(reference, dataset) < threshold)))
 
 
 def progress_bar(label: str):

@@ -8,8 +8,12 @@ last partial batch never returns rows of a previous batch.
 from __future__ import annotations
 
 import abc
+import dataclasses
+from pathlib import Path
 import numpy as np
 
+from . import cache
+from . import precision as precision_
 from .environment import cpu_name
 from .errors import HarnessError
 from .model import ModelInfo
@@ -50,41 +54,62 @@ class Backend(abc.ABC):
 
 
 class OnnxRuntimeBackend(Backend):
-    """onnxruntime on the CPU; FP32 is the reference every other engine is compared with."""
+    """onnxruntime on the CPU. FP32 is the reference every other engine is compared with; FP16 and
+    INT8 are onnxruntime's own reduced-precision paths, engines under test on machines without a GPU."""
 
     name = "onnxruntime"
-    precisions = ("fp32",)
+    precisions = ("fp32", "fp16", "int8")
 
-    def __init__(self, model: ModelInfo, precision: str = "fp32", threads: int | None = None):
+    def __init__(self, model: ModelInfo, precision: str = "fp32", *, cache_dir: Path | None = None,
+                 dataset=None, calibration: precision_.Calibration | None = None, threads: int | None = None):
         super().__init__(model, precision)
         import onnxruntime as ort
 
         self._ort = ort
+        self.calibration = None
+        if precision == "fp32":
+            self.engine_path = model.path
+        elif precision == "fp16":
+            self.engine_path = precision_.fp16_model(model, cache.cache_root(cache_dir))
+        else:
+            if dataset is None:
+                raise HarnessError("INT8 needs calibration images: give the LFW dataset (LFW_DIR) to calibrate on.")
+            self.calibration = calibration or precision_.Calibration()
+            self.engine_path = precision_.int8_model(model, dataset, cache.cache_root(cache_dir), self.calibration)
         opts = ort.SessionOptions()
         opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         if threads:
             opts.intra_op_num_threads = threads
         try:
-            self.session = ort.InferenceSession(str(model.path), opts, providers=["CPUExecutionProvider"])
+            self.session = ort.InferenceSession(str(self.engine_path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
-            raise HarnessError(f"{model.path}: onnxruntime cannot load it ({e}).") from None
+            raise HarnessError(f"{self.engine_path}: onnxruntime cannot load it ({e}).") from None
+        self._engine_sha = cache.sha256_file(self.engine_path) if precision != "fp32" else model.sha256
 
     def _run(self, batch):
         return self.session.run([self.model.output_name], {self.model.input_name: batch})[0]
 
     def describe(self) -> dict:
-        return {"backend": self.name, "version": self._ort.__version__, "device": cpu_name(),
-                "provider": "CPUExecutionProvider", "precision": self.precision}
+        d = {"backend": self.name, "version": self._ort.__version__, "device": cpu_name(),
+             "provider": "CPUExecutionProvider", "precision": self.precision, "engine_sha256": self._engine_sha}
+        if self.calibration:
+            d["calibration"] = dataclasses.asdict(self.calibration)
+        return d
 
 
 BACKENDS: dict[str, type[Backend]] = {"onnxruntime": OnnxRuntimeBackend}
 PLANNED = {"ixrt": "IxRT (Iluvatar CoreX)", "tensorrt": "NVIDIA TensorRT"}
 
 
-def create(name: str, model: ModelInfo, precision: str) -> Backend:
+def available() -> list[tuple[str, str]]:
+    """Every (backend, precision) this machine can run."""
+    return [(name, p) for name, cls in BACKENDS.items() for p in cls.precisions]
+
+
+def create(name: str, model: ModelInfo, precision: str, **options) -> Backend:
     """The backend called ``name`` for ``model`` at ``precision``; HarnessError when unavailable."""
     if name in BACKENDS:
-        return BACKENDS[name](model, precision)
+        return BACKENDS[name](model, precision, **options)
     if name in PLANNED:
         raise HarnessError(f"backend {name!r} ({PLANNED[name]}) is not available in this version of the harness; "
                            f"available: {', '.join(BACKENDS)}.")

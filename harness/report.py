@@ -16,7 +16,10 @@ def write_json(path: str | Path, report: dict) -> Path:
 def _check_text(report: dict, metric: str) -> str:
     for c in report.get("gate", {}).get("checks", []):
         if c["metric"] == metric:
-            return f"(gate >= {c['min']:.5f}: {'PASS' if c['pass'] else 'FAIL'})"
+            verdict = "PASS" if c["pass"] else "FAIL"
+            if "max" in c:
+                return f"(gate within +-{c['max']:.5f}: {verdict})"
+            return f"(gate >= {c['min']:.5f}: {verdict})"
     return ""
 
 
@@ -35,6 +38,10 @@ def summary(report: dict) -> str:
         f"  VAL       {report['val']:.5f} +- {report['val_std']:.5f} @ FAR={report['far']:.5f}",
         f"  EER       {report['eer']:.5f}   threshold {report['threshold']:.3f}",
         f"  time      {timing}",
+        *([f"  vs fp32   accuracy {report['accuracy_delta']:+.5f} "
+           + _check_text(report, "accuracy_delta_vs_fp32")
+           + f", {report['flipped_decisions']} of {report['pairs']} decisions flipped at threshold "
+           f"{report['reference']['threshold']:.3f}"] if "reference" in report else []),
         f"VERDICT: {report['gate']['verdict']}",
     ]
     if report["gate"]["verdict"] == "NO BASELINE":

@@ -3,7 +3,9 @@ import json
 
 import pytest
 
-from harness import baselines, cli
+from harness import backends, baselines, cli
+
+REDUCED = [(b, p) for b, p in backends.available() if p != "fp32"]
 
 
 @pytest.mark.accuracy
@@ -23,6 +25,37 @@ def test_reference_fp32_meets_its_baseline(lfw, reference_model, tmp_path, capsy
     assert report["auc"] >= gate["auc_min"], printed
     assert report["gate"]["verdict"] == "PASS" and rc == 0, printed
     assert "VERDICT: PASS" in printed
+
+
+@pytest.mark.accuracy
+@pytest.mark.parametrize("backend, prec", REDUCED, ids=[f"{b}-{p}" for b, p in REDUCED])
+def test_reduced_precision_accuracy(backend, prec, lfw, reference_model, tmp_path, capsys):
+    gate = baselines.accuracy_gate(baselines.folder(), lfw.digest, prec)
+    max_delta = baselines.tolerances(baselines.folder())["accuracy_delta"][prec]
+    assert gate is not None, f"no {prec} accuracy gate for dataset {lfw.digest} in baselines/accuracy.json"
+    out = tmp_path / "accuracy.json"
+    rc = cli.main(["accuracy", "--backend", backend, "--precision", prec, "--onnx", str(reference_model.path),
+                   "--lfw-dir", str(lfw.root), "--pairs", str(lfw.protocol.path),
+                   "--boxes", str(lfw.boxes_path or ""), "--json", str(out)])
+    printed = capsys.readouterr().out
+    report = json.loads(out.read_text())
+    print(printed)
+    assert report["engine"]["precision"] == prec
+    assert report["accuracy_mean"] >= gate["accuracy_min"] and report["auc"] >= gate["auc_min"], printed
+    assert abs(report["accuracy_delta"]) <= max_delta, printed  # within the stated delta of the FP32 reference
+    assert 0 <= report["flipped_decisions"] <= report["pairs"]
+    assert report["gate"]["verdict"] == "PASS" and rc == 0, printed
+
+
+def test_judge_holds_engines_to_the_fp32_delta():
+    gate = {"accuracy_min": 0.97, "auc_min": 0.99}
+    ref = {"accuracy_mean": 0.987}
+    ok = baselines.judge({"accuracy_mean": 0.985, "auc": 0.998}, gate, ref, 0.003)
+    assert ok["verdict"] == "PASS"
+    bad = baselines.judge({"accuracy_mean": 0.983, "auc": 0.998}, gate, ref, 0.003)
+    assert bad["verdict"] == "FAIL" and bad["checks"][-1]["metric"] == "accuracy_delta_vs_fp32"
+    too_good = baselines.judge({"accuracy_mean": 0.991, "auc": 0.999}, gate, ref, 0.003)
+    assert too_good["verdict"] == "FAIL"  # far better than the reference means something else was measured
 
 
 def test_judge_fails_below_either_gate():
