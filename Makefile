@@ -13,25 +13,35 @@ export LFW_BOXES ?= $(abspath $(SHARED)/lfw_mtcnn_boxes.tsv)
 endif
 
 PYTEST_ARGS ?=
+GATE_ARGS ?=
 
-.PHONY: install gate test accuracy clean
+.PHONY: install gate test accuracy perf perf-baseline clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[export,test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[export,test,passes]'
 	touch $@
 
 gate: install
 	$(BIN)/facenet-harness prepare
-	$(BIN)/facenet-harness accuracy --backend onnxruntime --precision fp32 --json reports/accuracy-onnxruntime-fp32.json
+	$(BIN)/facenet-harness gate --backend onnxruntime --out reports $(GATE_ARGS)
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 accuracy: install
 	$(BIN)/python -m pytest -m accuracy $(PYTEST_ARGS)
+
+perf: install
+	$(BIN)/python -m pytest -m perf --benchmark-autosave $(PYTEST_ARGS)
+
+# Record this machine's throughput as the baseline for its fingerprint (after an intentional change).
+perf-baseline: install
+	for p in fp32 fp16 int8; do \
+	  $(BIN)/facenet-harness bench --precision $$p --save-baseline "make perf-baseline on $$(hostname), $$(date -u +%F)" || exit $$?; \
+	done
 
 clean:
 	rm -rf $(VENV) reports .pytest_cache .benchmarks .hypothesis

@@ -25,11 +25,29 @@ def pytest_report_header(config):
             f"facenet-harness cache: {cache.cache_root()}  strict: {STRICT}"]
 
 
+def pytest_benchmark_update_machine_info(config, machine_info):
+    """Add the device fingerprint to pytest-benchmark's machine info (saved runs and comparisons)."""
+    machine_info["facenet_harness"] = environment.fingerprint()
+
+
 def unavailable(reason: str):
     """Skip (developer machine) or fail (CI, FACENET_HARNESS_STRICT=1) for a missing prerequisite."""
     if STRICT:
         pytest.fail(f"{reason} (FACENET_HARNESS_STRICT=1 makes this a failure)", pytrace=False)
     pytest.skip(reason)
+
+
+def engine_params(precisions=None, fixture=False):
+    """pytest params for every known (backend, precision); those this machine cannot run are skipped
+    with the reason (no SDK, no GPU), so the same suite is right here and where the SDK exists."""
+    out = []
+    for name, prec, ok, why in backends.catalogue():
+        if precisions is not None and prec not in precisions:
+            continue
+        marks = [] if ok else [pytest.mark.skip(reason=f"{name} {prec}: {why}")]
+        values = ((name, prec),) if fixture else (name, prec)  # a fixture param holds one value
+        out.append(pytest.param(*values, marks=marks, id=f"{name}-{prec}"))
+    return out
 
 
 @pytest.fixture(scope="session")

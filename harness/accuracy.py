@@ -12,6 +12,7 @@ import numpy as np
 from . import cache, data, metrics
 from .backends import Backend
 from .data import Dataset
+from .errors import HarnessError
 
 
 def embed(backend: Backend, dataset: Dataset, batch_size: int = 64, progress=None,
@@ -26,7 +27,13 @@ def embed(backend: Backend, dataset: Dataset, batch_size: int = 64, progress=Non
     for indices, batch in dataset.batches(batch_size, indices):
         emb = backend.run(batch)
         if emb.shape != (len(indices), 512):
-            raise RuntimeError(f"{backend.model.path}: output shape {emb.shape}, expected ({len(indices)}, 512)")
+            raise HarnessError(f"{backend.model.path}: output shape {emb.shape}, expected ({len(indices)}, 512); "
+                               "is this a FaceNet embedding model?")
+        bad = ~np.isfinite(emb).all(axis=1)
+        if bad.any():
+            names = [dataset.keys[i] for i, b in zip(indices, bad) if b][:5]
+            raise HarnessError(f"{backend.model.path}: {backend.name} {backend.precision} produced NaN/Inf embeddings "
+                               f"for {int(bad.sum())} images, e.g. {', '.join(names)}; the engine is broken.")
         out[indices] = emb
         done += len(indices)
         if progress:

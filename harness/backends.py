@@ -23,6 +23,11 @@ class Backend(abc.ABC):
     name: str
     precisions: tuple[str, ...]
 
+    @classmethod
+    def availability(cls) -> tuple[bool, str]:
+        """(usable on this machine, why not)."""
+        return True, ""
+
     def __init__(self, model: ModelInfo, precision: str):
         if precision not in self.precisions:
             raise HarnessError(f"backend {self.name!r} offers precisions {', '.join(self.precisions)}; "
@@ -39,18 +44,25 @@ class Backend(abc.ABC):
         """Name, version, device and precision: everything that makes its outputs differ."""
 
     def run(self, batch: np.ndarray) -> np.ndarray:
-        """Embeddings (N,512) float32 of a preprocessed (N,3,160,160) batch of any N."""
+        """Embeddings (N,512) float32 of a preprocessed (N,3,160,160) batch of any N.
+
+        A graph cut before its L2 normalisation (``ModelInfo.normalized`` False) is normalised here.
+        """
         n = len(batch)
         static = self.model.batch
         if static is None:
-            return np.asarray(self._run(np.ascontiguousarray(batch, np.float32)), np.float32)
-        out = []
-        for start in range(0, n, static):
-            chunk = batch[start:start + static]
-            padded = np.zeros((static,) + chunk.shape[1:], np.float32)  # fresh zeros: no stale rows
-            padded[: len(chunk)] = chunk
-            out.append(np.asarray(self._run(padded), np.float32)[: len(chunk)])
-        return np.concatenate(out)
+            out = np.asarray(self._run(np.ascontiguousarray(batch, np.float32)), np.float32)
+        else:
+            chunks = []
+            for start in range(0, n, static):
+                chunk = batch[start:start + static]
+                padded = np.zeros((static,) + chunk.shape[1:], np.float32)  # fresh zeros: no stale rows
+                padded[: len(chunk)] = chunk
+                chunks.append(np.asarray(self._run(padded), np.float32)[: len(chunk)])
+            out = np.concatenate(chunks)
+        if not self.model.normalized:
+            out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
 
 
 class OnnxRuntimeBackend(Backend):
@@ -97,20 +109,33 @@ class OnnxRuntimeBackend(Backend):
         return d
 
 
-BACKENDS: dict[str, type[Backend]] = {"onnxruntime": OnnxRuntimeBackend}
-PLANNED = {"ixrt": "IxRT (Iluvatar CoreX)", "tensorrt": "NVIDIA TensorRT"}
+def registry() -> dict[str, type[Backend]]:
+    """Every engine the harness knows, available here or not."""
+    from . import trt_engine
+
+    return {"onnxruntime": OnnxRuntimeBackend, "tensorrt": trt_engine.TensorRTBackend, "ixrt": trt_engine.IxRTBackend}
+
+
+def catalogue() -> list[tuple[str, str, bool, str]]:
+    """(backend, precision, available here, why not) for every engine and precision."""
+    out = []
+    for name, cls in registry().items():
+        ok, why = cls.availability()
+        out += [(name, p, ok, why) for p in cls.precisions]
+    return out
 
 
 def available() -> list[tuple[str, str]]:
     """Every (backend, precision) this machine can run."""
-    return [(name, p) for name, cls in BACKENDS.items() for p in cls.precisions]
+    return [(name, p) for name, p, ok, _ in catalogue() if ok]
 
 
 def create(name: str, model: ModelInfo, precision: str, **options) -> Backend:
     """The backend called ``name`` for ``model`` at ``precision``; HarnessError when unavailable."""
-    if name in BACKENDS:
-        return BACKENDS[name](model, precision, **options)
-    if name in PLANNED:
-        raise HarnessError(f"backend {name!r} ({PLANNED[name]}) is not available in this version of the harness; "
-                           f"available: {', '.join(BACKENDS)}.")
-    raise HarnessError(f"unknown backend {name!r}; available: {', '.join(BACKENDS)}.")
+    known = registry()
+    if name not in known:
+        raise HarnessError(f"unknown backend {name!r}; known: {', '.join(known)}.")
+    ok, why = known[name].availability()
+    if not ok:
+        raise HarnessError(why)
+    return known[name](model, precision, **options)

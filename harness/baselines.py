@@ -143,3 +143,59 @@ def load_golden(base: Path, dataset, indices, preprocessing: dict):
     if record["images"] != probe_fingerprint(dataset, indices):
         return None, f"{record_path}: probe images or boxes differ from the ones recorded"
     return np.load(array_path), record
+
+
+# --- performance baselines, keyed by device fingerprint -----------------------------------------
+
+PERF_FILE = "perf.json"
+DEFAULT_PERF_TOLERANCE = 0.15
+
+
+def load_perf(base: Path) -> dict:
+    path = base / PERF_FILE
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        return {"entries": []}
+    except (OSError, ValueError) as e:
+        raise HarnessError(f"{path}: unreadable performance baselines ({e}); restore it from git.") from None
+
+
+def perf_baseline(base: Path, fingerprint: dict, case: str) -> tuple[dict | None, str]:
+    """(baseline, '') for this exact fingerprint and case, or (None, the reason there is none)."""
+    entries = load_perf(base)["entries"]
+    same = [e for e in entries if e["fingerprint"] == fingerprint]
+    if not same:
+        near = [e["fingerprint"] for e in entries
+                if e["fingerprint"].get("backend") == fingerprint.get("backend")
+                and e["fingerprint"].get("precision") == fingerprint.get("precision")]
+        hint = f"; baselines exist for {near}" if near else ""
+        return None, (f"no performance baseline in {base / PERF_FILE} matches {fingerprint}{hint}. "
+                      "Save one on this machine with 'make perf-baseline'.")
+    if case not in same[0]["results"]:
+        return None, f"{base / PERF_FILE}: the entry for {fingerprint} has no result for {case}"
+    return same[0]["results"][case], ""
+
+
+def judge_perf(fps: float, baseline: dict) -> dict:
+    """FAIL when throughput is below the baseline by more than the baseline's own tolerance."""
+    floor = baseline["fps"] * (1.0 - baseline["tolerance"])
+    return {"metric": "fps", "value": fps, "baseline": baseline["fps"], "tolerance": baseline["tolerance"],
+            "min": floor, "ratio": fps / baseline["fps"], "pass": fps >= floor}
+
+
+def save_perf(base: Path, fingerprint: dict, results: dict[str, float], source: str,
+              tolerance: float = DEFAULT_PERF_TOLERANCE) -> Path:
+    """Record (or update) the throughput of each case for this fingerprint."""
+    doc = load_perf(base)
+    entries = doc.setdefault("entries", [])
+    entry = next((e for e in entries if e["fingerprint"] == fingerprint), None)
+    if entry is None:
+        entry = {"fingerprint": fingerprint, "results": {}}
+        entries.append(entry)
+    entry["source"] = source
+    for case, fps in results.items():
+        entry["results"][case] = {"fps": round(fps, 3), "tolerance": tolerance}
+    path = base / PERF_FILE
+    cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+    return path

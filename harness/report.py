@@ -48,3 +48,130 @@ def summary(report: dict) -> str:
         lines.append(f"  no accuracy baseline for dataset digest {ds['digest']} in {report['gate']['baselines']}; "
                      "after checking this run, record it with --save-baseline 'description'.")
     return "\n".join(lines)
+
+
+def bench_table(report: dict) -> str:
+    fp = report["fingerprint"]
+    lines = [f"FaceNet throughput: {fp['backend']} {fp['version']} {fp['precision']} on {fp['device']}"
+             + (f" x{fp['cpu_count']}" if "cpu_count" in fp else ""),
+             f"  {'case':14s} {'images/s':>10s} {'median ms':>10s} {'p90 ms':>8s} {'p99 ms':>8s} {'cv':>6s}  baseline"]
+    for r in report["bench"]:
+        lat, g = r["latency_ms"], r["gate"]
+        verdict = (f"{g['baseline']:.1f} -{g['tolerance']:.0%}: {g['ratio']:.3f}x {'PASS' if g['pass'] else 'FAIL'}"
+                   if g.get("pass") is not None else "none")
+        lines.append(f"  {r['case']:14s} {r['fps']:10.1f} {lat['median']:10.2f} {lat['p90']:8.2f} {lat['p99']:8.2f} "
+                     f"{r['cv']:6.1%}  {verdict}")
+    lines.append(f"VERDICT: {report['gate']['verdict']}")
+    if report["gate"]["verdict"] == "NO BASELINE":
+        lines.append("  " + next(r["gate"]["why"] for r in report["bench"] if r["gate"].get("why")))
+    return "\n".join(lines)
+
+
+# --- the gate report: Markdown, JUnit XML and ROC curves -----------------------------------------
+
+def _fmt_checks(checks: list[dict]) -> str:
+    out = []
+    for c in checks:
+        bound = f"within +-{c['max']:.4f}" if "max" in c else f">= {c['min']:.4f}"
+        out.append(f"{c['metric']} {c['value']:.4f} {bound}: {'PASS' if c['pass'] else 'FAIL'}")
+    return "; ".join(out)
+
+
+def gate_markdown(gate: dict) -> str:
+    env = gate["environment"]
+    lines = [f"# FaceNet gate: {gate['verdict']}", "",
+             f"Environment: {env['cpu']} x{env['cpu_count']}, Python {env['python']}, onnxruntime {env['onnxruntime']}, "
+             f"numpy {env['numpy']}, {env['platform']}",
+             f"Model: `{gate['model']['path']}` (sha256 {gate['model']['sha256'][:16]})  ",
+             f"Dataset: {gate['dataset']['images']} images, {gate['dataset']['pairs']} pairs, {gate['dataset']['form']}, "
+             f"digest {gate['dataset']['digest'][:16]}", ""]
+    for row in gate["rows"]:
+        a, c, p = row["accuracy"], row.get("conformance"), row.get("perf")
+        lines += [f"## {row['backend']} {row['precision']}: {row['verdict']}", "",
+                  "| check | value | threshold | verdict |", "| --- | --- | --- | --- |"]
+        for chk in a["gate"]["checks"]:
+            bound = f"within +-{chk['max']:.5f}" if "max" in chk else f">= {chk['min']:.5f}"
+            lines.append(f"| {chk['metric']} | {chk['value']:.5f} | {bound} | {'PASS' if chk['pass'] else 'FAIL'} |")
+        if a["gate"]["verdict"] == "NO BASELINE":
+            lines.append("| accuracy | - | no baseline for this dataset | NO BASELINE |")
+        lines.append(f"| accuracy +- std | {a['accuracy_mean']:.5f} +- {a['accuracy_std']:.5f} | | |")
+        lines.append(f"| AUC / EER | {a['auc']:.5f} / {a['eer']:.4f} | | |")
+        lines.append(f"| VAL @ FAR | {a['val']:.5f} +- {a['val_std']:.5f} @ {a['far']:.5f} | | |")
+        if "flipped_decisions" in a:
+            lines.append(f"| flipped decisions vs fp32 | {a['flipped_decisions']} of {a['pairs']} | | |")
+        if c:
+            s, t = c["conformance"], c["conformance"]["tolerance"]
+            lines.append(f"| min / mean cosine | {s['min_cosine']:.6f} / {s['mean_cosine']:.6f} | "
+                         f">= {t['min_cosine']} / {t['mean_cosine']} | {c['gate']['verdict']} |")
+        if p:
+            for r in p["bench"]:
+                g = r["gate"]
+                if g.get("pass") is None:
+                    lines.append(f"| FPS {r['case']} | {r['fps']:.1f} | no baseline for this machine | NO BASELINE |")
+                else:
+                    lines.append(f"| FPS {r['case']} | {r['fps']:.1f} ({g['ratio']:.3f}x of {g['baseline']:.1f}) | "
+                                 f">= {g['min']:.1f} | {'PASS' if g['pass'] else 'FAIL'} |")
+        lines.append("")
+    if gate.get("roc_png"):
+        lines.append(f"ROC curves: `{gate['roc_png']}`")
+    return "\n".join(lines) + "\n"
+
+
+def gate_junit(gate: dict) -> str:
+    """JUnit XML: one testcase per check, so CI systems show what failed."""
+    from xml.etree import ElementTree as ET
+
+    suite = ET.Element("testsuite", name="facenet-harness gate")
+    counts = {"tests": 0, "failures": 0, "skipped": 0}
+    for row in gate["rows"]:
+        cls = f"{row['backend']}.{row['precision']}"
+        items = [("accuracy", row["accuracy"]["gate"]["verdict"], _fmt_checks(row["accuracy"]["gate"]["checks"]))]
+        if row.get("conformance"):
+            conf = row["conformance"]
+            items.append(("conformance", conf["gate"]["verdict"], "; ".join(conf["conformance"]["failures"]) or "ok"))
+        for r in (row.get("perf") or {}).get("bench", []):
+            g = r["gate"]
+            verdict = "NO BASELINE" if g.get("pass") is None else "PASS" if g["pass"] else "FAIL"
+            items.append((f"perf.{r['case']}", verdict, g.get("why") or f"{r['fps']:.1f} images/s, floor {g['min']:.1f}"))
+        for name, verdict, message in items:
+            case = ET.SubElement(suite, "testcase", classname=cls, name=name)
+            counts["tests"] += 1
+            if verdict == "FAIL":
+                ET.SubElement(case, "failure", message=message)
+                counts["failures"] += 1
+            elif verdict == "NO BASELINE":
+                ET.SubElement(case, "skipped", message=message)
+                counts["skipped"] += 1
+            else:
+                ET.SubElement(case, "system-out").text = message
+    for k, v in counts.items():
+        suite.set(k, str(v))
+    return ET.tostring(suite, encoding="unicode")
+
+
+def roc_png(path: Path, curves: list[tuple[str, "object"]]) -> Path:
+    """Fold-averaged ROC of each engine (facenet's grid), overlaid; the first curve is the reference."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
+    for i, (label, ev) in enumerate(curves):
+        ax.plot(ev.fpr, ev.tpr, lw=2.5 if i == 0 else 1.4, ls="-" if i == 0 else "--",
+                label=f"{label} (AUC {ev.auc:.5f}, acc {ev.accuracy_mean:.4f})")
+    ax.set_xscale("log")
+    ax.set_xlim(1e-3, 1)
+    ax.set_ylim(0.8, 1.0)
+    ax.set_xlabel("false accept rate (log scale)")
+    ax.set_ylabel("true accept rate")
+    ax.set_title("FaceNet on LFW: fold-averaged ROC")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with cache.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -3,9 +3,9 @@ import json
 
 import pytest
 
-from harness import backends, baselines, cli
+from harness import baselines, cli
 
-REDUCED = [(b, p) for b, p in backends.available() if p != "fp32"]
+from conftest import engine_params
 
 
 @pytest.mark.accuracy
@@ -28,8 +28,8 @@ def test_reference_fp32_meets_its_baseline(lfw, reference_model, tmp_path, capsy
 
 
 @pytest.mark.accuracy
-@pytest.mark.parametrize("backend, prec", REDUCED, ids=[f"{b}-{p}" for b, p in REDUCED])
-def test_reduced_precision_accuracy(backend, prec, lfw, reference_model, tmp_path, capsys):
+@pytest.mark.parametrize("backend, prec", [p for p in engine_params() if p.values != ("onnxruntime", "fp32")])
+def test_engine_accuracy(backend, prec, lfw, reference_model, tmp_path, capsys):
     gate = baselines.accuracy_gate(baselines.folder(), lfw.digest, prec)
     max_delta = baselines.tolerances(baselines.folder())["accuracy_delta"][prec]
     assert gate is not None, f"no {prec} accuracy gate for dataset {lfw.digest} in baselines/accuracy.json"

@@ -4,9 +4,7 @@ import pytest
 
 from harness import accuracy, backends, baselines, compare, data, precision
 
-from conftest import unavailable
-
-ENGINES = backends.available()
+from conftest import engine_params, unavailable
 
 
 @pytest.fixture(scope="session")
@@ -36,7 +34,7 @@ def engines(reference_model, lfw, cache_dir):
     return get
 
 
-@pytest.mark.parametrize("backend, prec", ENGINES, ids=[f"{b}-{p}" for b, p in ENGINES])
+@pytest.mark.parametrize("backend, prec", engine_params())
 def test_engine_conforms_to_the_golden_reference(backend, prec, engines, lfw, probe, golden):
     engine = engines(backend, prec)
     emb = accuracy.embed(engine, lfw, 64, indices=probe)[probe]

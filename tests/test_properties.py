@@ -7,6 +7,8 @@ from sklearn.metrics import roc_auc_score
 
 from harness import backends, baselines, metrics, model
 
+from conftest import engine_params
+
 SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 N = 20
 
@@ -17,7 +19,7 @@ def crops(lfw):
     return lfw.batch(idx)
 
 
-@pytest.fixture(scope="module", params=backends.available(), ids=lambda e: f"{e[0]}-{e[1]}")
+@pytest.fixture(scope="module", params=engine_params(fixture=True))
 def engine_case(request, reference_model, lfw, cache_dir, crops):
     name, prec = request.param
     engine = backends.create(name, reference_model, prec, cache_dir=cache_dir, dataset=lfw)
