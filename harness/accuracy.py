@@ -94,16 +94,22 @@ def flipped_decisions(embeddings: np.ndarray, reference: np.ndarray, dataset: Da
 
 
 def progress_bar(label: str):
-    """A minimal progress line on stderr for long steps (only when stderr is a terminal)."""
-    if not sys.stderr.isatty():
-        return None
+    """Progress of a long step on stderr: a live line on a terminal, a line per 10% in a log."""
+    tty = sys.stderr.isatty()
     start = time.perf_counter()
+    shown = {"decile": -1}
 
     def show(done: int, total: int):
         rate = done / max(time.perf_counter() - start, 1e-9)
-        sys.stderr.write(f"\r{label}: {done}/{total} images, {rate:.1f} img/s")
-        if done == total:
-            sys.stderr.write("\n")
+        text = f"{label}: {done}/{total} images, {rate:.1f} img/s"
+        if tty:
+            sys.stderr.write(f"\r{text}" + ("\n" if done == total else ""))
+        else:
+            decile = 10 * done // max(total, 1)
+            if decile == shown["decile"]:
+                return
+            shown["decile"] = decile
+            sys.stderr.write(text + "\n")
         sys.stderr.flush()
 
     return show

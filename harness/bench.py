@@ -42,8 +42,8 @@ CASES = tuple(Case("compute", b) for b in BATCHES) + (Case("pipeline", 64),)
 
 @dataclasses.dataclass(frozen=True)
 class Settings:
-    warmup_s: float = 1.0
-    min_duration_s: float = 4.0
+    warmup_s: float = 2.0
+    min_duration_s: float = 6.0
     min_rounds: int = 5
 
 

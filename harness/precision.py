@@ -131,6 +131,10 @@ def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration
             return {source.input_name: normalize(np.stack([dataset.load_file(p, k) for k, p in chunk]))}
 
     def build(out: Path, tmp: Path):
+        import sys
+
+        print(f"calibrating INT8 ({calibration.format}, {calibration.method}) on {len(files)} LFW images "
+              "outside the protocol ...", file=sys.stderr, flush=True)
         prepped = tmp / "preprocessed.onnx"
         q.quant_pre_process(str(source.path), str(prepped), skip_symbolic_shape=True)
         q.quantize_static(
