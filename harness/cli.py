@@ -71,6 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--save-baseline", metavar="SOURCE", help="record these figures as this fingerprint's baseline")
     p = sub.add_parser("gate", help="prepare, accuracy, conformance and perf for each backend x precision; one report")
     _add_engine(p)
+    _add_probe(p)
     p.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated precisions (default all three)")
     p.add_argument("--perf-cases", default="compute-b64", help="bench cases for the gate (default compute-b64; '' = none)")
     p.add_argument("--out", default="reports", help="folder for gate.md, gate.json, gate.xml and roc.png")

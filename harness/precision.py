@@ -21,14 +21,16 @@ from .model import ModelInfo
 
 FP16_RECIPE = "ort-float16-keep-io-v1"
 
-# INT8 formats we can build. The default was picked by measurement on this project's 2-core AVX2
-# CPU (no VNNI), onnxruntime 1.32, batch 64, 64 LFW crops vs FP32 (FP32: ~50 images/s):
-#   qop-u8s8-rr  ~100 img/s, cosine min 0.9974 / mean 0.9991   <- default
-#   qop-u8s8      ~95 img/s, cosine min 0.67 / mean 0.935  (u8*s8 pairs saturate int16 in AVX2's
-#                                                           VPMADDUBSW; 7-bit weights avoid it)
-#   qdq-u8s8-rr   ~94 img/s, cosine min 0.9974 / mean 0.9991
-#   qdq-s8s8      ~59 img/s, cosine mean 0.935 (the same saturation; the QDQ graph itself computes
-#                 cosine 0.9994 with graph optimisations off, so it is the form to hand to TensorRT/IxRT)
+# INT8 formats we can build. The default was picked by measurement (benchmarks/int8_formats.py) on
+# this project's 2-core AMD EPYC VM (AVX2, no VNNI), onnxruntime 1.32, batch 64 of LFW crops,
+# 256 MinMax calibration images, cosine vs FP32 (FP32: 53.1 images/s):
+#   qop-u8s8-rr  100.6 img/s (1.89x), cosine min 0.9979 / mean 0.9991   <- default
+#   qdq-u8s8-rr   97.1 img/s (1.83x), cosine min 0.9979 / mean 0.9991
+#   qop-u8s8      94.1 img/s (1.77x), cosine min 0.709 / mean 0.918: u8*s8 pairs saturate the 16-bit
+#                 sums of AVX2's VPMADDUBSW; 7-bit weights ('-rr', reduce_range) avoid it
+#   qdq-s8s8      51.8 img/s (0.97x), cosine min 0.708 / mean 0.918, the same saturation; its QDQ graph
+#                 itself computes cosine 0.9994 with onnxruntime's graph optimisations off, so it is
+#                 the form to hand to TensorRT/IxRT (explicit quantization)
 # Symmetric activation ranges (CalibTensorRangeSymmetric) with s8s8 gave cosine ~0: not offered.
 INT8_FORMATS = {
     "qop-u8s8-rr": {"quant_format": "QOperator", "activation": "QUInt8", "weight": "QInt8", "reduce_range": True},

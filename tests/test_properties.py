@@ -9,6 +9,8 @@ from harness import backends, baselines, metrics, model
 
 from conftest import engine_params
 
+from .test_metrics import lfw_like
+
 SETTINGS = settings(max_examples=6, deadline=None, suppress_health_check=list(HealthCheck))
 N = 20
 
@@ -57,16 +59,6 @@ def test_outputs_finite_unit_norm_and_deterministic(engine_case, crops):
     np.testing.assert_array_equal(engine.run(crops[:7]), engine.run(crops[:7]))
 
 
-def fold_layout(same, diff, folds=10):
-    ns, nd = len(same) // folds, len(diff) // folds
-    dist, issame = [], []
-    for k in range(folds):
-        dist += list(same[k * ns:(k + 1) * ns]) + list(diff[k * nd:(k + 1) * nd])
-        issame += [True] * ns + [False] * nd
-    return np.array(dist), np.array(issame)
-
-
-distance = st.floats(0.0, 3.98, allow_nan=False)
 
 
 @settings(max_examples=40, deadline=None)
@@ -78,7 +70,7 @@ def test_separable_distances_give_accuracy_one(same, gap):
     same = np.array(same[:n]).reshape(10, -1)
     same[:, 0] = 0.999
     diff = np.minimum(same.ravel() + 1.0 + gap, 3.5)  # below the last grid threshold, so the ROC reaches fpr 1
-    dist, issame = fold_layout(same.ravel(), diff)
+    dist, issame = lfw_like(same.ravel(), diff)
     ev = metrics.evaluate_distances(dist, issame)
     assert ev.accuracy_mean == 1.0 and ev.auc == pytest.approx(1.0)
 
@@ -87,7 +79,7 @@ def test_separable_distances_give_accuracy_one(same, gap):
 @given(st.integers(0, 2**32 - 1))
 def test_accuracy_invariant_to_pair_order_within_folds(seed):
     rng = np.random.default_rng(seed)
-    dist, issame = fold_layout(rng.uniform(0, 2, 100), rng.uniform(0.8, 3, 100))
+    dist, issame = lfw_like(rng.uniform(0, 2, 100), rng.uniform(0.8, 3, 100))
     base = metrics.evaluate_distances(dist, issame)
     perm = np.concatenate([rng.permutation(np.arange(k * 20, (k + 1) * 20)) for k in range(10)])
     shuffled = metrics.evaluate_distances(dist[perm], issame[perm])
@@ -101,7 +93,7 @@ def test_auc_matches_scikit_learn_within_grid_error(seed, separation):
     rng = np.random.default_rng(seed)
     same = np.clip(rng.normal(1.0, 0.4, 1000), 0, 3.99)
     diff = np.clip(rng.normal(1.0 + separation, 0.4, 1000), 0, 3.99)
-    dist, issame = fold_layout(same, diff)
+    dist, issame = lfw_like(same, diff)
     ev = metrics.evaluate_distances(dist, issame)
     # the fold-averaged ROC on a 0.01 grid: each step spans at most the pairs inside one grid cell
     assert ev.auc == pytest.approx(roc_auc_score(issame, -dist), abs=5e-3)
