@@ -339,6 +339,51 @@ class TensorRTBackend(Backend):
                                                         "precision": spec.precision}, indent=2))
         return path
 
+    def load_in_place(self, batch: np.ndarray) -> None:
+        """Upload a batch once, for the compute-only view: ``execute_in_place`` then runs the engine alone."""
+        n = len(batch)
+        if n > self.max_batch:
+            raise HarnessError(f"batch {n} exceeds the engine's {self.max_batch}")
+        if self.model.batch and n != self.model.batch:
+            padded = np.zeros((self.model.batch,) + batch.shape[1:], np.float32)
+            padded[:n] = batch
+            batch, n = padded, self.model.batch
+        inp = next(t for t in self.io if t.is_input)
+        self.cuda.htod(self.buffers[inp.name], np.ascontiguousarray(batch, inp.dtype), self.stream)
+        self.cuda.sync(self.stream)
+        self._in_place_shape = (n,) + tuple(batch.shape[1:])
+
+    def execute_in_place(self) -> None:
+        """Run the engine on the buffers already on the device (what the deployment's FPS figures time)."""
+        self._execute(self._in_place_shape)
+        self.cuda.sync(self.stream)
+
+    def fetch_in_place(self) -> np.ndarray:
+        """The embeddings the last ``execute_in_place`` left in the output buffer (normalised like ``run``)."""
+        out_t = next(t for t in self.io if not t.is_input)
+        host = self.cuda.pinned((self._in_place_shape[0],) + tuple(out_t.shape[1:]), out_t.dtype)
+        self.cuda.dtoh(host, self.buffers[out_t.name], self.stream)
+        self.cuda.sync(self.stream)
+        out = np.array(host, np.float32).reshape(len(host), -1)
+        if not self.model.normalized:
+            out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+        return out
+
+    def _execute(self, shape: tuple[int, ...]) -> None:
+        inp = next(t for t in self.io if t.is_input)
+        c = self.cuda
+        if self.api == "tensor":
+            self.context.set_input_shape(inp.name, shape)
+            for t in self.io:
+                self.context.set_tensor_address(t.name, c.ptr(self.buffers[t.name]))
+            ok = self.context.execute_async_v3(c.stream_handle(self.stream))
+        else:
+            if self.model.batch is None:
+                self.context.set_binding_shape(inp.index, shape)
+            ok = self.context.execute_v2([c.ptr(self.buffers[t.name]) for t in sorted(self.io, key=lambda t: t.index)])
+        if not ok:
+            raise HarnessError(f"{self.name} {self.precision}: engine execution failed (see the SDK log).")
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
         if n > self.max_batch:  # the base class pads/splits static engines; a dynamic one splits here
@@ -352,18 +397,7 @@ class TensorRTBackend(Backend):
         host_in = np.ascontiguousarray(batch, inputs[0].dtype)
         c.htod(self.buffers[inputs[0].name], host_in, s)
         c.record(events[1], s)
-        if self.api == "tensor":
-            self.context.set_input_shape(inputs[0].name, shape)
-            for t in self.io:
-                self.context.set_tensor_address(t.name, c.ptr(self.buffers[t.name]))
-            ok = self.context.execute_async_v3(c.stream_handle(s))
-        else:
-            if self.model.batch is None:
-                self.context.set_binding_shape(inputs[0].index, shape)
-            bindings = [c.ptr(self.buffers[t.name]) for t in sorted(self.io, key=lambda t: t.index)]
-            ok = self.context.execute_v2(bindings)
-        if not ok:
-            raise HarnessError(f"{self.name} {self.precision}: engine execution failed (see the SDK log).")
+        self._execute(shape)
         c.record(events[2], s)
         out = c.pinned((n,) + tuple(outputs[0].shape[1:]), outputs[0].dtype)
         c.dtoh(out, self.buffers[outputs[0].name], s)

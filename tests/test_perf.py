@@ -46,6 +46,8 @@ def test_throughput(backend, prec, case, engines, lfw, benchmark, request):
     summary = m.summary()
     benchmark.extra_info.update({"fps": summary["fps"], "batch": case.batch, "view": case.view,
                                  "latency_ms": summary["latency_ms"], "cv": summary["cv"], "fingerprint": fp})
+    if getattr(engine, "timings", None):  # GPU engines: copy-in / compute / copy-out of the last batch (CUDA events)
+        benchmark.extra_info["split_ms"] = dict(engine.timings)
     # TEST01: what the engine computed while being timed equals the accuracy path's embeddings
     _, _, indices = bench.make_step(engine, lfw, case)
     expected = accuracy.embed(engine, lfw, 64, indices=indices)[indices]

@@ -87,3 +87,18 @@ def test_runner_moves_real_device_memory(real_cuda, generation, batch, tmp_path)
     t = engine.timings
     assert set(t) == {"h2d_ms", "compute_ms", "d2h_ms"} and all(v >= 0 for v in t.values())
     assert t["h2d_ms"] > 0  # a real copy of the batch took measurable time on the stream
+
+
+def test_in_place_execution_on_the_device(real_cuda, tmp_path):
+    """The compute-only view: upload once, execute repeatedly, read back what the last execution left."""
+    onnx_file = tmp_path / "m.onnx"
+    onnx_file.write_bytes(b"fake onnx")
+    gpu = GpuFakeCuda(real_cuda)
+    sdk, stream = gpu_sdk("tensor", Rec(), gpu, 64)
+    engine = trt_engine.TensorRTBackend(info(onnx_file, 64), "fp16", cache_dir=tmp_path / "cache", sdk=sdk, cuda=gpu)
+    stream["s"] = engine.stream
+    x = rows(8, 4)
+    engine.load_in_place(x)
+    for _ in range(3):
+        engine.execute_in_place()
+    np.testing.assert_array_equal(engine.fetch_in_place()[:8], expected(x))
