@@ -134,12 +134,10 @@ class MTCNN:
 
     def _refine(self, img, boxes, net: str, size: int, threshold: float):
         outs = self._run(net, crops(img, boxes, size))
-        names = [o.name for o in self.sessions[net].get_outputs()]
-        by_width = {o.shape[1]: o for o in outs}
+        by_width = {o.shape[1]: o for o in outs}  # R/O-Net outputs: box offsets (4), landmarks (10), prob (2)
         prob, reg = by_width[2][:, 1], by_width[4]
         points = by_width.get(10)
         keep = prob > threshold
-        del names
         return np.hstack([boxes[keep, 0:4], prob[keep, None]]), reg[keep], (points[keep] if points is not None else None)
 
     def detect(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -159,7 +157,6 @@ class MTCNN:
             boxes = regress(boxes, reg)
             keep = nms(boxes, 0.7, "min")
             boxes, points = boxes[keep], np.stack([xs[keep], ys[keep]], axis=2).reshape(-1, 10)
-        # back to 0-based pixel coordinates of the source image
         return boxes, points
 
 
