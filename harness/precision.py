@@ -116,7 +116,10 @@ def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration
     from onnxruntime import quantization as q
 
     files = dataset.calibration_files(calibration.size, calibration.seed)
-    image_list = cache.sha256_bytes("\n".join(k for k, _ in files).encode())
+    # the calibration images by content (bytes and face box), so changed images rebuild the INT8 model
+    image_list = cache.sha256_bytes("\n".join(
+        f"{k} {cache.sha256_file(p)} {dataset.boxes.get(k) if dataset.boxes is not None else ''}"
+        for k, p in files).encode())
     fmt = INT8_FORMATS[calibration.format]
 
     class Reader(q.CalibrationDataReader):
@@ -151,6 +154,6 @@ def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration
         return {"calibration_images": [k for k, _ in files]}
 
     return _cached_build(cache_dir, f"int8-{calibration.format}", {
-        "source": source.sha256, "images": image_list, "dataset": str(dataset.root), "method": calibration.method,
+        "source": source.sha256, "images": image_list, "method": calibration.method,
         "format": calibration.format, "size": calibration.size, "seed": calibration.seed,
         "onnxruntime": _ort_version()}, build)

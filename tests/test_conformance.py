@@ -84,3 +84,23 @@ def test_int8_cache_key_follows_calibration(reference_model, lfw, tmp_path, cach
     assert default == again
     other = precision.int8_model(reference_model, lfw, tmp_path, precision.Calibration(size=32, seed=3))
     assert other != default
+
+
+def test_int8_rebuilds_when_a_calibration_image_changes(reference_model, tmp_path):
+    import cv2
+
+    from harness.data import Dataset
+
+    from .test_data import make_prealigned
+
+    images, pairs = make_prealigned(tmp_path)
+    ds = Dataset(images, pairs)
+    calib = precision.Calibration(size=2, batch_size=2)
+    assert [k for k, _ in ds.calibration_files(2, 0)] == ["B/B_0002", "D/D_0001"]  # the two outside the protocol
+    precision.int8_model(reference_model, ds, tmp_path / "cache", calib)
+    precision.int8_model(reference_model, ds, tmp_path / "cache", calib)  # cached: no new record
+    assert len(list((tmp_path / "cache" / "precision").glob("*.json"))) == 1
+    img = cv2.imread(str(images / "D" / "D_0001.png"))
+    cv2.imwrite(str(images / "D" / "D_0001.png"), 255 - img)
+    precision.int8_model(reference_model, Dataset(images, pairs), tmp_path / "cache", calib)
+    assert len(list((tmp_path / "cache" / "precision").glob("*.json"))) == 2
