@@ -1,7 +1,6 @@
 """Embedding LFW with a backend (cached) and scoring it with facenet's evaluation."""
 from __future__ import annotations
 
-import json
 import sys
 import time
 from pathlib import Path
@@ -54,24 +53,17 @@ def cached_embed(backend: Backend, dataset: Dataset, cache_dir: Path, batch_size
     """
     key = embeddings_key(backend, dataset)
     path = cache_dir / "embeddings" / f"{key[:32]}.npy"
-    record = path.with_suffix(".json")
-    with cache.locked(path):
-        try:
-            meta = json.loads(record.read_text())
-            if meta["key"] == key and cache.verified(path, meta["sha256"]):
-                return np.load(path), {**meta, "cached": True}
-        except (OSError, ValueError, KeyError):
-            pass
+
+    def build(tmp: Path) -> dict:
         start = time.perf_counter()
         emb = embed(backend, dataset, batch_size, progress)
         seconds = time.perf_counter() - start
-        with cache.atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, emb)
-        meta = {"key": key, "sha256": cache.sha256_file(path), "seconds": seconds, "batch_size": batch_size,
-                "images_per_second": len(emb) / seconds}
-        cache.atomic_write_text(record, json.dumps(meta, indent=2))
-    return emb, {**meta, "cached": False}
+        with open(tmp, "wb") as f:
+            np.save(f, emb)
+        return {"seconds": seconds, "batch_size": batch_size, "images_per_second": len(emb) / seconds}
+
+    record, hit = cache.get_or_build(path, build, match={"key": key})
+    return np.load(path), {**record, "cached": hit}
 
 
 def pair_distances(embeddings: np.ndarray, dataset: Dataset) -> np.ndarray:

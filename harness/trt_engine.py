@@ -16,7 +16,6 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import importlib
-import json
 from pathlib import Path
 
 import numpy as np
@@ -325,18 +324,12 @@ class TensorRTBackend(Backend):
     def _plan(self, spec: BuildSpec, cache_dir: Path) -> Path:
         key = engine_key(spec, self.version, self.device)[:24]
         path = cache_dir / "engines" / f"{self.name}-{spec.precision}-{key}.plan"
-        record = path.with_suffix(".json")
-        with cache.locked(path):
-            try:
-                if cache.verified(path, json.loads(record.read_text())["sha256"]):
-                    return path
-            except (OSError, ValueError, KeyError):
-                pass
-            plan = build_serialized(self.trt, spec, self.logger)
-            cache.atomic_write_bytes(path, plan)
-            cache.atomic_write_text(record, json.dumps({"sha256": cache.sha256_bytes(plan), "sdk": self.version,
-                                                        **self.device, "onnx": str(spec.onnx),
-                                                        "precision": spec.precision}, indent=2))
+
+        def build(tmp: Path) -> dict:
+            tmp.write_bytes(build_serialized(self.trt, spec, self.logger))
+            return {"sdk": self.version, **self.device, "onnx": str(spec.onnx), "precision": spec.precision}
+
+        cache.get_or_build(path, build)
         return path
 
     def load_in_place(self, batch: np.ndarray) -> None:
