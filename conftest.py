@@ -82,6 +82,28 @@ def reference_backend(reference_model) -> backends.Backend:
 
 
 @pytest.fixture(scope="session")
+def engines(reference_model, lfw, cache_dir):
+    """``engines(backend, precision[, model])``: each engine built once per session and shared by the tests."""
+    made = {}
+
+    def get(name, prec, info=None):
+        info = info or reference_model
+        key = (name, prec, info.path)
+        if key not in made:
+            made[key] = backends.create(name, info, prec, cache_dir=cache_dir, dataset=lfw)
+        return made[key]
+
+    return get
+
+
+@pytest.fixture
+def no_lfw_env(monkeypatch):
+    """The Makefile exports LFW_* for ../shared; tests that name their own data clear them."""
+    for var in ("LFW_DIR", "LFW_PAIRS", "LFW_BOXES"):
+        monkeypatch.delenv(var, raising=False)
+
+
+@pytest.fixture(scope="session")
 def lfw_faces(lfw):
     """16 real LFW crops spread over the protocol's images (uint8 HWC) and their keys."""
     import numpy as np

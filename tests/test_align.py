@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 
 from harness import align, cache, data, weights
-from harness.data import Box, Dataset
+from harness.data import Box
 
 
 @pytest.fixture(scope="module")

@@ -19,10 +19,7 @@ from .test_data import make_prealigned
 FUZZ = settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 
 
-@pytest.fixture(autouse=True)
-def no_lfw_env(monkeypatch):
-    for var in ("LFW_DIR", "LFW_PAIRS", "LFW_BOXES"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_lfw_env")  # these tests name their data explicitly
 
 
 # --- images -------------------------------------------------------------------------------------

@@ -11,11 +11,7 @@ from harness import accuracy, backends, cli
 from .test_data import make_prealigned
 
 
-@pytest.fixture(autouse=True)
-def no_lfw_env(monkeypatch):
-    """The Makefile exports LFW_* for ../shared; these tests name their data explicitly."""
-    for var in ("LFW_DIR", "LFW_PAIRS", "LFW_BOXES"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_lfw_env")  # these tests name their data explicitly
 
 
 def test_missing_dataset_is_a_usage_error(no_lfw_env, reference_model, capsys):

@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from harness import accuracy, backends, baselines, compare, data, precision
+from harness import accuracy, baselines, compare, data, precision
 
 from conftest import engine_params, unavailable
 
@@ -19,19 +19,6 @@ def golden(lfw, probe):
     if emb is None:
         unavailable(f"no golden probe set applies: {record}")
     return emb
-
-
-@pytest.fixture(scope="session")
-def engines(reference_model, lfw, cache_dir):
-    made = {}
-
-    def get(name, prec, info=reference_model):
-        key = (name, prec, info.path)
-        if key not in made:
-            made[key] = backends.create(name, info, prec, cache_dir=cache_dir, dataset=lfw)
-        return made[key]
-
-    return get
 
 
 @pytest.mark.parametrize("backend, prec", engine_params())

@@ -6,24 +6,12 @@ compare with the last saved one). ``make perf-baseline`` records this machine's 
 import numpy as np
 import pytest
 
-from harness import accuracy, backends, baselines, bench
+from harness import accuracy, baselines, bench
 
 from conftest import engine_params
 
 CASES = [pytest.param(*e.values, c, marks=e.marks, id=f"{e.id}-{c.name}") for e in engine_params() for c in bench.CASES]
 SETTINGS = bench.Settings()
-
-
-@pytest.fixture(scope="module")
-def engines(reference_model, lfw, cache_dir):
-    made = {}
-
-    def get(name, prec):
-        if (name, prec) not in made:
-            made[name, prec] = backends.create(name, reference_model, prec, cache_dir=cache_dir, dataset=lfw)
-        return made[name, prec]
-
-    return get
 
 
 def pedantic_timer(benchmark):
@@ -49,8 +37,7 @@ def test_throughput(backend, prec, case, engines, lfw, benchmark, request):
     if getattr(engine, "timings", None):  # GPU engines: copy-in / compute / copy-out of the last batch (CUDA events)
         benchmark.extra_info["split_ms"] = dict(engine.timings)
     # TEST01: what the engine computed while being timed equals the accuracy path's embeddings
-    _, _, indices = bench.make_step(engine, lfw, case)
-    expected = accuracy.embed(engine, lfw, 64, indices=indices)[indices]
+    expected = accuracy.embed(engine, lfw, 64, indices=m.indices)[m.indices]
     atol = baselines.precision_tolerance(baselines.folder(), prec)["atol"]
     assert np.abs(np.asarray(m.last_output) - expected).max() <= atol
     baseline, why = baselines.perf_baseline(baselines.folder(), fp, case.name)

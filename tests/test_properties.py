@@ -22,9 +22,9 @@ def crops(lfw):
 
 
 @pytest.fixture(scope="module", params=engine_params(fixture=True))
-def engine_case(request, reference_model, lfw, cache_dir, crops):
+def engine_case(request, engines, crops):
     name, prec = request.param
-    engine = backends.create(name, reference_model, prec, cache_dir=cache_dir, dataset=lfw)
+    engine = engines(name, prec)
     single = np.concatenate([engine.run(crops[i:i + 1]) for i in range(N)])
     atol = baselines.precision_tolerance(baselines.folder(), prec)["atol"]
     return engine, single, atol

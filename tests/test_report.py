@@ -10,10 +10,7 @@ from harness import baselines, cli, report
 from .test_data import make_prealigned
 
 
-@pytest.fixture(autouse=True)
-def no_lfw_env(monkeypatch):
-    for var in ("LFW_DIR", "LFW_PAIRS", "LFW_BOXES"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("no_lfw_env")  # these tests name their data explicitly
 
 
 def test_gate_writes_every_report(reference_model, tmp_path, capsys):
