@@ -1,8 +1,9 @@
-"""Shared fixtures: the LFW data, the prepared FaceNet model and the reference backend.
+"""This repository's own test settings.
 
-Tests that need data or PyTorch skip with the reason when those are absent, except under
-``FACENET_HARNESS_STRICT=1`` (CI), where an absence is a failure: a gate must not go green by
-skipping its checks.
+The fixtures the tests use (``facenet_lfw``, ``facenet_engine``, ``facenet_gate``, ...) come from the
+facenet-harness pytest plugin (``harness/pytest_plugin.py``), exactly as in an SDK team's repository.
+Only what is particular to this checkout is here: the default dataset (``../shared`` beside the
+checkout, as the Makefile sets it) and a few fixtures of the harness's own tests.
 """
 from __future__ import annotations
 
@@ -11,89 +12,32 @@ from pathlib import Path
 
 import pytest
 
-from harness import backends, cache, data, environment, model
-from harness.data import Dataset
-from harness.errors import HarnessError
-
-ROOT = Path(__file__).resolve().parent
-SHARED = ROOT.parent / "shared"
-STRICT = os.environ.get("FACENET_HARNESS_STRICT") == "1"
+SHARED = Path(__file__).resolve().parent.parent / "shared"
 
 
-def pytest_report_header(config):
-    return [f"facenet-harness environment: {environment.one_line()}",
-            f"facenet-harness cache: {cache.cache_root()}  strict: {STRICT}"]
-
-
-def pytest_benchmark_update_machine_info(config, machine_info):
-    """Add the device fingerprint to pytest-benchmark's machine info (saved runs and comparisons)."""
-    machine_info["facenet_harness"] = environment.fingerprint()
-
-
-def unavailable(reason: str):
-    """Skip (developer machine) or fail (CI, FACENET_HARNESS_STRICT=1) for a missing prerequisite."""
-    if STRICT:
-        pytest.fail(f"{reason} (FACENET_HARNESS_STRICT=1 makes this a failure)", pytrace=False)
-    pytest.skip(reason)
-
-
-def engine_params(precisions=None, fixture=False):
-    """pytest params for every known (backend, precision); those this machine cannot run are skipped
-    with the reason (no SDK, no GPU), so the same suite is right here and where the SDK exists."""
-    out = []
-    for name, prec, ok, why in backends.catalogue():
-        if precisions is not None and prec not in precisions:
-            continue
-        marks = [] if ok else [pytest.mark.skip(reason=f"{name} {prec}: {why}")]
-        values = ((name, prec),) if fixture else (name, prec)  # a fixture param holds one value
-        out.append(pytest.param(*values, marks=marks, id=f"{name}-{prec}"))
-    return out
+def pytest_configure(config):
+    if not os.environ.get("LFW_DIR") and not config.getoption("lfw_dir") and (SHARED / "lfw").is_dir():
+        os.environ.update(LFW_DIR=str(SHARED / "lfw"), LFW_PAIRS=str(SHARED / "lfw_pairs.txt"),
+                          LFW_BOXES=str(SHARED / "lfw_mtcnn_boxes.tsv"))
 
 
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
+    from harness import cache
+
     return cache.cache_root()
 
 
 @pytest.fixture(scope="session")
-def lfw() -> Dataset:
-    images, pairs, boxes = data.locate(SHARED)
-    if not images or not pairs:
-        unavailable("no LFW data: set LFW_DIR/LFW_PAIRS/LFW_BOXES or put the shared data in ../shared")
-    return Dataset(images, pairs, boxes)
+def prepared(cache_dir, facenet_unavailable):
+    """Both exports of the pinned model (dynamic batch and static batch 64)."""
+    from harness import model
+    from harness.errors import HarnessError
 
-
-@pytest.fixture(scope="session")
-def prepared(cache_dir) -> model.PreparedModel:
     try:
         return model.prepare(cache_dir)
     except HarnessError as e:
-        unavailable(f"cannot prepare the FaceNet model: {e}")
-
-
-@pytest.fixture(scope="session")
-def reference_model(prepared) -> model.ModelInfo:
-    return model.inspect(prepared.dynamic)
-
-
-@pytest.fixture(scope="session")
-def reference_backend(reference_model) -> backends.Backend:
-    return backends.create("onnxruntime", reference_model, "fp32")
-
-
-@pytest.fixture(scope="session")
-def engines(reference_model, lfw, cache_dir):
-    """``engines(backend, precision[, model])``: each engine built once per session and shared by the tests."""
-    made = {}
-
-    def get(name, prec, info=None):
-        info = info or reference_model
-        key = (name, prec, info.path)
-        if key not in made:
-            made[key] = backends.create(name, info, prec, cache_dir=cache_dir, dataset=lfw)
-        return made[key]
-
-    return get
+        facenet_unavailable(f"cannot prepare the FaceNet model: {e}")
 
 
 @pytest.fixture
@@ -104,9 +48,9 @@ def no_lfw_env(monkeypatch):
 
 
 @pytest.fixture(scope="session")
-def lfw_faces(lfw):
+def lfw_faces(facenet_lfw):
     """16 real LFW crops spread over the protocol's images (uint8 HWC) and their keys."""
     import numpy as np
 
-    idx = np.linspace(0, len(lfw.keys) - 1, 16).astype(int)
-    return [lfw.keys[i] for i in idx], np.stack([lfw.load(i) for i in idx])
+    idx = np.linspace(0, len(facenet_lfw.keys) - 1, 16).astype(int)
+    return [facenet_lfw.keys[i] for i in idx], np.stack([facenet_lfw.load(i) for i in idx])

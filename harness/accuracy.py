@@ -9,12 +9,12 @@ from typing import Sequence
 import numpy as np
 
 from . import cache, data, metrics
-from .backends import Backend
+from .engines import Engine
 from .data import Dataset
 from .errors import HarnessError
 
 
-def embed(backend: Backend, dataset: Dataset, batch_size: int = 64, progress=None,
+def embed(engine: Engine, dataset: Dataset, batch_size: int = 64, progress=None,
           indices: Sequence[int] | None = None) -> np.ndarray:
     """Embeddings of the protocol images (all, or ``indices``), in ``dataset.keys`` order.
 
@@ -24,14 +24,14 @@ def embed(backend: Backend, dataset: Dataset, batch_size: int = 64, progress=Non
     done = 0
     total = len(out) if indices is None else len(indices)
     for indices, batch in dataset.batches(batch_size, indices):
-        emb = backend.run(batch)
+        emb = engine.run(batch)
         if emb.shape != (len(indices), 512):
-            raise HarnessError(f"{backend.model.path}: output shape {emb.shape}, expected ({len(indices)}, 512); "
+            raise HarnessError(f"{engine.model.path}: output shape {emb.shape}, expected ({len(indices)}, 512); "
                                "is this a FaceNet embedding model?")
         bad = ~np.isfinite(emb).all(axis=1)
         if bad.any():
             names = [dataset.keys[i] for i, b in zip(indices, bad) if b][:5]
-            raise HarnessError(f"{backend.model.path}: {backend.name} {backend.precision} produced NaN/Inf embeddings "
+            raise HarnessError(f"{engine.model.path}: {engine.name} {engine.precision} produced NaN/Inf embeddings "
                                f"for {int(bad.sum())} images, e.g. {', '.join(names)}; the engine is broken.")
         out[indices] = emb
         done += len(indices)
@@ -40,23 +40,23 @@ def embed(backend: Backend, dataset: Dataset, batch_size: int = 64, progress=Non
     return out
 
 
-def embeddings_key(backend: Backend, dataset: Dataset) -> str:
-    return cache.key_of(model=backend.model.sha256, dataset=dataset.digest, preprocessing=data.PREPROCESSING,
-                        engine=backend.describe())
+def embeddings_key(engine: Engine, dataset: Dataset) -> str:
+    return cache.key_of(model=engine.model.sha256, dataset=dataset.digest, preprocessing=data.PREPROCESSING,
+                        engine=engine.describe())
 
 
-def cached_embed(backend: Backend, dataset: Dataset, cache_dir: Path, batch_size: int = 64, progress=None
+def cached_embed(engine: Engine, dataset: Dataset, cache_dir: Path, batch_size: int = 64, progress=None
                  ) -> tuple[np.ndarray, dict]:
     """``embed`` with a content-keyed cache: model hash, dataset digest, preprocessing, engine and version.
 
     A cache file whose sha256 does not match its record (truncated, corrupted) is recomputed.
     """
-    key = embeddings_key(backend, dataset)
+    key = embeddings_key(engine, dataset)
     path = cache_dir / "embeddings" / f"{key[:32]}.npy"
 
     def build(tmp: Path) -> dict:
         start = time.perf_counter()
-        emb = embed(backend, dataset, batch_size, progress)
+        emb = embed(engine, dataset, batch_size, progress)
         seconds = time.perf_counter() - start
         with open(tmp, "wb") as f:
             np.save(f, emb)

@@ -19,7 +19,7 @@ from typing import Any, Callable
 import numpy as np
 
 from . import accuracy
-from .backends import Backend
+from .engines import Capability, Engine
 from .data import Dataset
 from .environment import cpu_count
 
@@ -79,12 +79,12 @@ def probe_batch_indices(dataset: Dataset, batch: int, offset: int = 0) -> list[i
     return [(offset + i * (n // batch)) % n for i in range(batch)]
 
 
-def make_step(engine: Backend, dataset: Dataset, case: Case) -> tuple[Callable[[], Any], int, list[int]]:
+def make_step(engine: Engine, dataset: Dataset, case: Case) -> tuple[Callable[[], Any], int, list[int]]:
     """The callable timed for a case, the images one call handles, and which images those are."""
     if case.view == "compute":
         indices = probe_batch_indices(dataset, case.batch)
         batch = dataset.batch(indices)
-        if hasattr(engine, "execute_in_place"):  # GPU engines: data already on the device, execution alone
+        if Capability.COMPUTE_ONLY in engine.capabilities:  # data already on the device, execution alone
             engine.load_in_place(batch)
             return engine.execute_in_place, case.batch, indices
         return (lambda: engine.run(batch)), case.batch, indices
@@ -109,7 +109,7 @@ def rounds_for(step: Callable[[], Any], settings: Settings) -> int:
     return max(settings.min_rounds, math.ceil(settings.min_duration_s / per_call))
 
 
-def measure(engine: Backend, dataset: Dataset, case: Case, settings: Settings = Settings(),
+def measure(engine: Engine, dataset: Dataset, case: Case, settings: Settings = Settings(),
             timer: Callable[[Callable[[], Any], int], list[float]] | None = None) -> Measurement:
     """Warm up, then time ``rounds`` steps; ``timer(step, rounds)`` may delegate the timing (pytest-benchmark)."""
     step, images, indices = make_step(engine, dataset, case)
@@ -121,7 +121,7 @@ def measure(engine: Backend, dataset: Dataset, case: Case, settings: Settings = 
 
     latencies = (timer or _time_steps)(recorded, rounds)
     out = box.get("out")
-    if out is None and hasattr(engine, "fetch_in_place"):  # what the timed in-place executions computed
+    if out is None and Capability.COMPUTE_ONLY in engine.capabilities:  # what the timed in-place executions computed
         out = engine.fetch_in_place()[:images]
     return Measurement(case, images, np.asarray(latencies, float), out, indices)
 
@@ -135,7 +135,7 @@ def _time_steps(step: Callable[[], Any], rounds: int) -> list[float]:
     return out
 
 
-def fingerprint(engine: Backend) -> dict:
+def fingerprint(engine: Engine) -> dict:
     """What a throughput figure depends on: engine, its version, precision, device and cores."""
     d = engine.describe()
     fp = {"backend": d["backend"], "precision": d["precision"], "version": d["version"], "device": d["device"]}
@@ -145,3 +145,14 @@ def fingerprint(engine: Backend) -> dict:
         if extra in d:
             fp[extra] = d[extra]
     return fp
+
+
+def pytest_benchmark_timer(benchmark) -> Callable[[Callable[[], Any], int], list[float]]:
+    """A ``timer`` for ``measure`` that lets pytest-benchmark time the rounds (so --benchmark-compare and
+    --benchmark-save see them) and hands back its per-round data."""
+
+    def timer(step, rounds):
+        benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
+        return list(benchmark.stats.stats.data)
+
+    return timer

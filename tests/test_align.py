@@ -7,13 +7,11 @@ from harness.data import Box
 
 
 @pytest.fixture(scope="module")
-def detector(cache_dir):
+def detector(cache_dir, facenet_unavailable):
     try:
         return align.MTCNN(weights.mtcnn_nets(cache_dir))
     except data.HarnessError as e:
-        from conftest import unavailable
-
-        unavailable(f"cannot fetch the MTCNN nets: {e}")
+        facenet_unavailable(f"cannot fetch the MTCNN nets: {e}")
 
 
 def test_nms_keeps_the_best_of_overlapping_boxes():
@@ -42,25 +40,25 @@ def test_iou():
     assert align.iou(Box(0, 0, 1, 1), Box(2, 2, 3, 3)) == 0.0
 
 
-def test_boxes_agree_with_the_shared_detector(detector, lfw):
-    idx = np.random.default_rng(0).choice(len(lfw.keys), 150, replace=False)
+def test_boxes_agree_with_the_shared_detector(detector, facenet_lfw):
+    idx = np.random.default_rng(0).choice(len(facenet_lfw.keys), 150, replace=False)
     ours = {}
     for i in idx:
-        img = data.read_rgb(lfw.paths[i])
+        img = data.read_rgb(facenet_lfw.paths[i])
         boxes, points = detector.detect(img)
         assert points.shape == (len(boxes), 10)
-        ours[lfw.keys[i]] = Box(*boxes[align.choose_face(boxes, img.shape[:2]), :4]) if len(boxes) else None
-    agree = align.agreement(ours, {k: lfw.boxes[k] for k in ours})
+        ours[facenet_lfw.keys[i]] = Box(*boxes[align.choose_face(boxes, img.shape[:2]), :4]) if len(boxes) else None
+    agree = align.agreement(ours, {k: facenet_lfw.boxes[k] for k in ours})
     assert agree["images"] == 150
     assert agree["fraction_iou_ge_0.8"] >= 0.98, agree
     assert agree["median_iou"] >= 0.88, agree
 
 
-def test_written_tsv_is_a_dataset_box_file(tmp_path, cache_dir, lfw):
+def test_written_tsv_is_a_dataset_box_file(tmp_path, cache_dir, facenet_lfw):
     folder = tmp_path / "lfw"
-    for key in lfw.keys[:3]:
+    for key in facenet_lfw.keys[:3]:
         (folder / key.split("/")[0]).mkdir(parents=True, exist_ok=True)
-        (folder / f"{key}.jpg").write_bytes(lfw.paths[lfw.keys.index(key)].read_bytes())
+        (folder / f"{key}.jpg").write_bytes(facenet_lfw.paths[facenet_lfw.keys.index(key)].read_bytes())
     blank = folder / "Blank" / "Blank_0001.jpg"
     blank.parent.mkdir()
     import cv2
@@ -71,6 +69,6 @@ def test_written_tsv_is_a_dataset_box_file(tmp_path, cache_dir, lfw):
     assert stats == {"images": 4, "no_face": 1}
     boxes = data.read_boxes(out)
     assert boxes["Blank/Blank_0001"] is None
-    for key in lfw.keys[:3]:
-        assert align.iou(boxes[key], lfw.boxes[key]) >= 0.8
+    for key in facenet_lfw.keys[:3]:
+        assert align.iou(boxes[key], facenet_lfw.boxes[key]) >= 0.8
     assert cache.sha256_file(out)  # written whole

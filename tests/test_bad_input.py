@@ -10,7 +10,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from harness import accuracy, backends, cli, model
+from harness import accuracy, cli, model
+from harness.engines import create as create_engine
 from harness.data import Dataset, parse_pairs, read_boxes, read_rgb
 from harness.errors import HarnessError
 
@@ -24,8 +25,8 @@ pytestmark = pytest.mark.usefixtures("no_lfw_env")  # these tests name their dat
 
 # --- images -------------------------------------------------------------------------------------
 
-def test_truncated_jpeg_is_refused(tmp_path, lfw):
-    src = lfw.paths[0].read_bytes()
+def test_truncated_jpeg_is_refused(tmp_path, facenet_lfw):
+    src = facenet_lfw.paths[0].read_bytes()
     cut = tmp_path / "cut.jpg"
     cut.write_bytes(src[: len(src) // 2])
     with pytest.raises(HarnessError, match="cut.jpg: truncated JPEG"):
@@ -52,10 +53,10 @@ def test_grayscale_is_converted_and_alpha_dropped(tmp_path):
     assert rgba.shape == (160, 160, 3) and rgba[0, 0].tolist() == [200, 0, 10]
 
 
-def test_corrupt_image_through_the_cli(tmp_path, reference_model, capsys):
+def test_corrupt_image_through_the_cli(tmp_path, facenet_reference_model, capsys):
     images, pairs = make_prealigned(tmp_path)
     (images / "C" / "C_0001.png").write_bytes(b"broken")
-    rc = cli.main(["accuracy", "--onnx", str(reference_model.path), "--lfw-dir", str(images), "--pairs", str(pairs),
+    rc = cli.main(["accuracy", "--onnx", str(facenet_reference_model.path), "--lfw-dir", str(images), "--pairs", str(pairs),
                    "--cache", str(tmp_path / "cache")])
     err = capsys.readouterr().err
     assert rc == 2 and "C_0001.png: not a readable image" in err and "Traceback" not in err
@@ -70,11 +71,11 @@ def test_unknown_person_in_pairs_is_named(tmp_path):
         Dataset(images, pairs)
 
 
-def test_box_outside_the_image_is_named(tmp_path, lfw):
+def test_box_outside_the_image_is_named(tmp_path, facenet_lfw):
     boxes = tmp_path / "boxes.tsv"
     boxes.write_text("path\tfaces\tx1\ty1\tx2\ty2\tprob\n" + "".join(
-        f"{k}.jpg\t1\t300\t300\t400\t400\t0.9\n" for k in lfw.keys))
-    ds = Dataset(lfw.root, lfw.protocol.path, boxes)
+        f"{k}.jpg\t1\t300\t300\t400\t400\t0.9\n" for k in facenet_lfw.keys))
+    ds = Dataset(facenet_lfw.root, facenet_lfw.protocol.path, boxes)
     with pytest.raises(HarnessError, match="lies outside the 250x250 image; check its row in .*boxes.tsv"):
         ds.load(0)
 
@@ -102,7 +103,7 @@ def test_model_producing_nan_is_refused(tmp_path):
     images, pairs = make_prealigned(tmp_path)
     ds = Dataset(images, pairs)
     info = model.inspect(nan_model(tmp_path / "nan.onnx"))
-    engine = backends.create("onnxruntime", info, "fp32")
+    engine = create_engine("onnxruntime", info, "fp32")
     with pytest.raises(HarnessError, match=r"nan.onnx: onnxruntime fp32 produced NaN/Inf embeddings for 4 images, e.g. A/A_0001"):
         accuracy.embed(engine, ds, 4)
 
@@ -161,8 +162,8 @@ def test_image_loader_fuzz(tmp_path, content, name):
 
 @FUZZ
 @given(st.integers(1, 2000))
-def test_real_jpeg_cut_anywhere_is_refused(tmp_path, lfw, cut_at):
-    data = lfw.paths[0].read_bytes()
+def test_real_jpeg_cut_anywhere_is_refused(tmp_path, facenet_lfw, cut_at):
+    data = facenet_lfw.paths[0].read_bytes()
     p = tmp_path / "cut.jpg"
     p.write_bytes(data[: max(1, len(data) - cut_at)])
     with pytest.raises(HarnessError, match="cut.jpg"):

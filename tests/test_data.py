@@ -18,8 +18,8 @@ def write(tmp_path, name, text):
 
 # --- pairs.txt ----------------------------------------------------------------------------------
 
-def test_official_protocol(lfw):
-    proto = lfw.protocol
+def test_official_protocol(facenet_lfw):
+    proto = facenet_lfw.protocol
     assert (proto.folds, proto.per_fold, len(proto.pairs)) == (10, 300, 6000)
     assert proto.issame.sum() == 3000
     assert len(proto.image_keys) == 7701
@@ -73,10 +73,10 @@ def test_missing_pairs_file(tmp_path):
 
 # --- face boxes ---------------------------------------------------------------------------------
 
-def test_shared_boxes(lfw):
-    assert len(lfw.boxes) == 13233
-    assert lfw.boxes["Marilyn_Monroe/Marilyn_Monroe_0001"] is None  # MTCNN found no face
-    box = lfw.boxes["Abel_Pacheco/Abel_Pacheco_0001"]
+def test_shared_boxes(facenet_lfw):
+    assert len(facenet_lfw.boxes) == 13233
+    assert facenet_lfw.boxes["Marilyn_Monroe/Marilyn_Monroe_0001"] is None  # MTCNN found no face
+    box = facenet_lfw.boxes["Abel_Pacheco/Abel_Pacheco_0001"]
     assert 0 < box.x1 < box.x2 < 250 and 0 < box.y1 < box.y2 < 250
 
 
@@ -139,18 +139,18 @@ def test_normalize_layout_and_range():
 
 # --- the dataset --------------------------------------------------------------------------------
 
-def test_loader_is_rgb_and_uses_the_box(lfw):
-    i = lfw.keys.index("Abel_Pacheco/Abel_Pacheco_0001")
-    bgr = cv2.imread(str(lfw.paths[i]))
-    expected = facenet_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), lfw.boxes[lfw.keys[i]])
-    np.testing.assert_array_equal(lfw.load(i), expected)
+def test_loader_is_rgb_and_uses_the_box(facenet_lfw):
+    i = facenet_lfw.keys.index("Abel_Pacheco/Abel_Pacheco_0001")
+    bgr = cv2.imread(str(facenet_lfw.paths[i]))
+    expected = facenet_crop(cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB), facenet_lfw.boxes[facenet_lfw.keys[i]])
+    np.testing.assert_array_equal(facenet_lfw.load(i), expected)
 
 
-def test_prefetching_batches_equal_direct_loading(lfw):
+def test_prefetching_batches_equal_direct_loading(facenet_lfw):
     indices = list(range(0, 200, 7))
     seen = []
-    for chunk, batch in lfw.batches(8, indices):
-        np.testing.assert_array_equal(batch, lfw.batch(chunk))
+    for chunk, batch in facenet_lfw.batches(8, indices):
+        np.testing.assert_array_equal(batch, facenet_lfw.batch(chunk))
         seen += chunk
     assert seen == indices
 

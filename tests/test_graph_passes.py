@@ -5,7 +5,8 @@ import numpy as np
 import onnx
 import pytest
 
-from harness import backends, data, graph_passes, model
+from harness import data, graph_passes, model
+from harness.engines import create as create_engine
 
 from .test_model import renamed_copy
 
@@ -16,8 +17,8 @@ def crops(lfw_faces):
 
 
 @pytest.fixture(scope="module")
-def original(reference_model, crops):
-    return backends.create("onnxruntime", reference_model, "fp32").run(crops)
+def original(facenet_reference_model, crops):
+    return create_engine("onnxruntime", facenet_reference_model, "fp32").run(crops)
 
 
 def transformed(src, names, tmp_path):
@@ -32,11 +33,11 @@ def ops(path):
 
 @pytest.mark.parametrize("names", [["cut-at-last-bn"], ["fold-bottleneck"], ["fold-residual-scale"],
                                    ["fold-residual-scale", "fold-bottleneck", "cut-at-last-bn"]])
-def test_pass_is_equivalent_on_real_faces(names, reference_model, crops, original, tmp_path):
-    info = transformed(reference_model.path, names, tmp_path)
-    got = backends.create("onnxruntime", info, "fp32").run(crops)
+def test_pass_is_equivalent_on_real_faces(names, facenet_reference_model, crops, original, tmp_path):
+    info = transformed(facenet_reference_model.path, names, tmp_path)
+    got = create_engine("onnxruntime", info, "fp32").run(crops)
     assert np.abs(got - original).max() <= 1e-5
-    counts, before = ops(info.path), ops(reference_model.path)
+    counts, before = ops(info.path), ops(facenet_reference_model.path)
     if "fold-residual-scale" in names:
         assert counts["Mul"] == 0 and before["Mul"] == 21
     if "fold-bottleneck" in names:
@@ -45,16 +46,16 @@ def test_pass_is_equivalent_on_real_faces(names, reference_model, crops, origina
         assert not info.normalized and counts["ReduceL2"] == 0 and counts["Div"] == 0
 
 
-def test_passes_work_on_renamed_graphs(reference_model, crops, original, tmp_path):
-    renamed_copy(reference_model.path, tmp_path / "renamed.onnx")
+def test_passes_work_on_renamed_graphs(facenet_reference_model, crops, original, tmp_path):
+    renamed_copy(facenet_reference_model.path, tmp_path / "renamed.onnx")
     info = transformed(tmp_path / "renamed.onnx", ["fold-residual-scale", "fold-bottleneck", "cut-at-last-bn"],
                        tmp_path)
-    got = backends.create("onnxruntime", info, "fp32").run(crops)
+    got = create_engine("onnxruntime", info, "fp32").run(crops)
     assert np.abs(got - original).max() <= 1e-5
 
 
-def test_fold_uses_the_nodes_own_epsilon(reference_model, tmp_path):
-    m = onnx.load(str(reference_model.path))
+def test_fold_uses_the_nodes_own_epsilon(facenet_reference_model, tmp_path):
+    m = onnx.load(str(facenet_reference_model.path))
     bn = next(n for n in m.graph.node if n.op_type == "BatchNormalization")
     eps = next(onnx.helper.get_attribute_value(a) for a in bn.attribute if a.name == "epsilon")
     assert eps == pytest.approx(1e-3)  # the checkpoint's, not the 1e-8 the reference deployment used
@@ -67,10 +68,10 @@ def test_fold_uses_the_nodes_own_epsilon(reference_model, tmp_path):
     np.testing.assert_allclose(onnx.numpy_helper.to_array(w)[:, :, 0, 0], expected, rtol=1e-5, atol=1e-7)
 
 
-def test_simplify(reference_model, crops, original, tmp_path):
+def test_simplify(facenet_reference_model, crops, original, tmp_path):
     pytest.importorskip("onnxsim", reason="onnx-simplifier (the 'passes' extra) is not installed")
-    info = transformed(reference_model.path, ["simplify"], tmp_path)
-    got = backends.create("onnxruntime", info, "fp32").run(crops)
+    info = transformed(facenet_reference_model.path, ["simplify"], tmp_path)
+    got = create_engine("onnxruntime", info, "fp32").run(crops)
     assert np.abs(got - original).max() <= 1e-5
 
 

@@ -1,74 +1,67 @@
-"""Throughput gate: every available engine and case, timed by pytest-benchmark, judged by baselines/perf.json.
+"""Throughput gate: every selected engine and case, timed by pytest-benchmark, judged by the perf baselines.
 
-Run ``pytest -m perf`` (add ``--benchmark-autosave`` to keep the run, ``--benchmark-compare`` to
-compare with the last saved one). ``make perf-baseline`` records this machine's figures.
+Run ``pytest -m perf`` (add ``--benchmark-autosave`` to keep the run, ``--benchmark-compare`` to compare
+with the last saved one). ``make perf-baseline`` records this machine's figures.
 """
 import numpy as np
 import pytest
 
-from harness import accuracy, baselines, bench
+from harness import accuracy, bench
+from harness.baselines import BaselineStore, judge_perf
+from harness.verdicts import Verdict
 
-from conftest import engine_params
-
-CASES = [pytest.param(*e.values, c, marks=e.marks, id=f"{e.id}-{c.name}") for e in engine_params() for c in bench.CASES]
 SETTINGS = bench.Settings()
 
 
-def pedantic_timer(benchmark):
-    """Let pytest-benchmark time the rounds (so --benchmark-compare/-save work) and hand back its data."""
-
-    def timer(step, rounds):
-        benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
-        return list(benchmark.stats.stats.data)
-
-    return timer
-
-
 @pytest.mark.perf
-@pytest.mark.parametrize("backend, prec, case", CASES)
-def test_throughput(backend, prec, case, engines, lfw, benchmark, request):
-    engine = engines(backend, prec)
-    benchmark.group = f"{case.name}"
-    fp = bench.fingerprint(engine)
-    m = bench.measure(engine, lfw, case, SETTINGS, timer=pedantic_timer(benchmark))
-    summary = m.summary()
-    benchmark.extra_info.update({"fps": summary["fps"], "batch": case.batch, "view": case.view,
-                                 "latency_ms": summary["latency_ms"], "cv": summary["cv"], "fingerprint": fp})
-    if getattr(engine, "timings", None):  # GPU engines: copy-in / compute / copy-out of the last batch (CUDA events)
-        benchmark.extra_info["split_ms"] = dict(engine.timings)
+@pytest.mark.parametrize("case", bench.CASES, ids=[c.name for c in bench.CASES])
+def test_throughput(facenet_engine, facenet_gate, facenet_lfw, facenet_store, case, benchmark):
+    benchmark.group = case.name
+    result = facenet_gate.perf(facenet_engine, [case], SETTINGS, timer=bench.pytest_benchmark_timer(benchmark))
+    row = result.rows[0]
+    benchmark.extra_info.update({"fps": row.fps, "batch": case.batch, "view": case.view, "latency_ms": row.latency_ms,
+                                 "cv": row.cv, "fingerprint": result.fingerprint, "verdict": row.verdict.value,
+                                 "why": row.why, **({"split_ms": row.split_ms} if row.split_ms else {})})
     # TEST01: what the engine computed while being timed equals the accuracy path's embeddings
-    expected = accuracy.embed(engine, lfw, 64, indices=m.indices)[m.indices]
-    atol = baselines.precision_tolerance(baselines.folder(), prec)["atol"]
+    m = row.measurement
+    expected = accuracy.embed(facenet_engine, facenet_lfw, 64, indices=m.indices)[m.indices]
+    atol = facenet_store.precision_tolerance(facenet_engine.precision)["atol"]
     assert np.abs(np.asarray(m.last_output) - expected).max() <= atol
-    baseline, why = baselines.perf_baseline(baselines.folder(), fp, case.name)
-    if baseline is None:
-        pytest.skip(why)
-    verdict = baselines.judge_perf(m.fps, baseline)
-    benchmark.extra_info["gate"] = verdict
-    assert verdict["pass"], (f"{case.name}: {m.fps:.1f} images/s is {verdict['ratio']:.3f}x the baseline "
-                             f"{baseline['fps']:.1f} (allowed down to {verdict['min']:.1f}, -{baseline['tolerance']:.0%})")
+    if row.verdict is Verdict.NO_BASELINE:
+        pytest.skip(row.why)
+    assert row.verdict is not Verdict.FAIL, f"{case.name}: {row.fps:.1f} images/s, {row.why}"
 
 
 def test_perf_gate_rules():
     base = {"fps": 100.0, "tolerance": 0.1}
-    assert baselines.judge_perf(95.0, base)["pass"]
-    assert baselines.judge_perf(90.0, base)["pass"]
-    assert not baselines.judge_perf(89.9, base)["pass"]
+    assert judge_perf(95.0, base).verdict is Verdict.PASS
+    assert judge_perf(90.0, base).verdict is Verdict.PASS
+    low = judge_perf(89.9, base)
+    assert low.verdict is Verdict.FAIL and low.min == pytest.approx(90.0)
 
 
-def test_unmatched_fingerprint_says_why(tmp_path):
+def test_unmatched_fingerprint_says_why(tmp_path, facenet_store):
     fp = {"backend": "onnxruntime", "precision": "fp32", "version": "0.0", "device": "nowhere", "cpu_count": 1}
-    baseline, why = baselines.perf_baseline(baselines.folder(), fp, "compute-b64")
+    baseline, why = facenet_store.perf_baseline(fp, "compute-b64")
     assert baseline is None and "no performance baseline" in why and "make perf-baseline" in why
-    baselines.save_perf(tmp_path, fp, {"compute-b64": 42.0}, "test")
-    got, why = baselines.perf_baseline(tmp_path, fp, "compute-b64")
-    assert got == {"fps": 42.0, "tolerance": baselines.DEFAULT_PERF_TOLERANCE} and why == ""
-    missing, why = baselines.perf_baseline(tmp_path, fp, "compute-b1")
+    mine = BaselineStore(tmp_path / "mine")
+    mine.save_perf(fp, {"compute-b64": 42.0}, "test")
+    got, why = mine.perf_baseline(fp, "compute-b64")
+    assert got == {"fps": 42.0, "tolerance": 0.2} and why == ""
+    missing, why = mine.perf_baseline(fp, "compute-b1")
     assert missing is None and "no result for compute-b1" in why
 
 
-def test_reference_ixrt_figures_are_recorded():
-    entries = {(e["fingerprint"]["backend"], e["fingerprint"]["precision"]): e
-               for e in baselines.load_perf(baselines.folder())["entries"]}
-    assert entries["ixrt", "fp16"]["results"]["compute-b64"]["fps"] == 8825.802
-    assert entries["ixrt", "int8"]["results"]["compute-b64"]["fps"] == 14274.306
+def test_perf_result_is_judged_against_a_saved_baseline(facenet_reference, facenet_gate, tmp_path):
+    """The perf path end to end: a baseline saved by one run judges the next; an impossible one FAILs."""
+    from harness.gate import Gate
+
+    gate = Gate(facenet_gate.dataset, facenet_gate.reference, store=BaselineStore(tmp_path / "mine"),
+                cache_dir=facenet_gate.cache_dir, log=None, progress=False)
+    quick = bench.Settings(warmup_s=0.0, min_duration_s=0.2, min_rounds=2)
+    case = [bench.Case("compute", 1)]
+    first = gate.perf(facenet_reference, case, quick, save_baseline="this test")
+    assert first.rows[0].verdict is Verdict.PASS and first.rows[0].baseline["fps"] == pytest.approx(first.rows[0].fps, rel=1e-3)
+    gate.store.save_perf(first.fingerprint, {"compute-b1": first.rows[0].fps * 100}, "a figure 100x too high")
+    second = gate.perf(facenet_reference, case, quick)
+    assert second.verdict is Verdict.FAIL and second.rows[0].check.value < second.rows[0].check.min

@@ -5,9 +5,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from harness import backends, baselines, metrics, model
-
-from conftest import engine_params
+from harness import metrics
 
 from .test_metrics import lfw_like
 
@@ -16,18 +14,15 @@ N = 20
 
 
 @pytest.fixture(scope="module")
-def crops(lfw):
-    idx = np.linspace(0, len(lfw.keys) - 1, N).astype(int)
-    return lfw.batch(idx)
+def crops(facenet_lfw):
+    idx = np.linspace(0, len(facenet_lfw.keys) - 1, N).astype(int)
+    return facenet_lfw.batch(idx)
 
 
-@pytest.fixture(scope="module", params=engine_params(fixture=True))
-def engine_case(request, engines, crops):
-    name, prec = request.param
-    engine = engines(name, prec)
-    single = np.concatenate([engine.run(crops[i:i + 1]) for i in range(N)])
-    atol = baselines.precision_tolerance(baselines.folder(), prec)["atol"]
-    return engine, single, atol
+@pytest.fixture(scope="module")
+def engine_case(facenet_engine, facenet_store, crops):
+    single = np.concatenate([facenet_engine.run(crops[i:i + 1]) for i in range(N)])
+    return facenet_engine, single, facenet_store.precision_tolerance(facenet_engine.precision)["atol"]
 
 
 @SETTINGS
@@ -40,25 +35,6 @@ def test_embedding_does_not_depend_on_batch(engine_case, crops, data):
     for chunk in np.split(np.array(order), cuts):
         out[chunk] = engine.run(crops[chunk])
     assert np.abs(out - single).max() <= atol
-
-
-def test_static_batch_partial_batch_has_no_stale_rows(prepared, crops):
-    engine = backends.create("onnxruntime", model.inspect(prepared.static), "fp32")
-    full = np.concatenate([crops] * 4)[:64]
-    engine.run(full)  # fill the engine with a full batch of other rows first
-    partial = engine.run(crops[:5])
-    assert partial.shape == (5, 512)
-    alone = np.concatenate([engine.run(crops[i:i + 1]) for i in range(5)])
-    np.testing.assert_allclose(partial, alone, atol=1e-5)
-
-
-def test_outputs_finite_unit_norm_and_deterministic(engine_case, crops):
-    engine, single, atol = engine_case
-    assert np.isfinite(single).all()
-    np.testing.assert_allclose(np.linalg.norm(single, axis=1), 1.0, atol=max(atol, 1e-5))
-    np.testing.assert_array_equal(engine.run(crops[:7]), engine.run(crops[:7]))
-
-
 
 
 @settings(max_examples=40, deadline=None)

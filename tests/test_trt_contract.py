@@ -411,15 +411,15 @@ def test_fake_records_only_declared_api(onnx_file, tmp_path):
     assert used <= declared, used - declared
 
 
-def test_compute_view_times_execution_alone(onnx_file, tmp_path, lfw):
+def test_compute_view_times_execution_alone(onnx_file, tmp_path, facenet_lfw):
     """The compute-only view uploads once, then times executions without copies (as the deployment's FPS)."""
     from harness import bench
 
     engine, rec = make("tensor", onnx_file, tmp_path, batch=64)
     case = bench.Case("compute", 8)
-    m = bench.measure(engine, lfw, case, bench.Settings(warmup_s=0.0, min_duration_s=0.0, min_rounds=3))
+    m = bench.measure(engine, facenet_lfw, case, bench.Settings(warmup_s=0.0, min_duration_s=0.0, min_rounds=3))
     assert len(m.latencies) == 3
     htod = [c for c in rec.calls if c[1] == "htod"]
     executes = [c for c in rec.calls if c[1] == "execute_async_v3"]
     assert len(htod) == 1 and len(executes) == 1 + 3  # one upload; one warm-up call (it sizes the rounds), 3 timed
-    np.testing.assert_array_equal(m.last_output, expected(lfw.batch(m.indices)))  # TEST01 on the device result
+    np.testing.assert_array_equal(m.last_output, expected(facenet_lfw.batch(m.indices)))  # TEST01 on the device result

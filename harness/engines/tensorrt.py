@@ -16,14 +16,17 @@ from __future__ import annotations
 import ctypes
 import dataclasses
 import importlib
+import importlib.util
 from pathlib import Path
 
 import numpy as np
 
-from . import cache, precision as precision_
-from .backends import Backend
-from .errors import HarnessError
-from .model import ModelInfo
+from .. import cache
+from .. import precision as precision_
+from ..errors import HarnessError
+from .base import Availability, Capability, Engine, EngineUnavailable, Option
+from .cuda import Cuda, binding_available
+from .onnxruntime import CALIBRATION_OPTIONS, calibration_from
 
 SDK_MODULES = {"tensorrt": ("tensorrt",), "ixrt": ("tensorrt", "ixrt")}
 WORKSPACE_BYTES = 1 << 30
@@ -31,7 +34,7 @@ WORKSPACE_BYTES = 1 << 30
 # Every attribute of the named-tensor (TensorRT 10) path, checked against tensorrt-stubs in the tests.
 NAMED_TENSOR_API = {
     "module": ["Logger", "Builder", "OnnxParser", "Runtime", "BuilderFlag", "MemoryPoolType",
-               "NetworkDefinitionCreationFlag", "IInt8EntropyCalibrator2", "__version__"],
+               "NetworkDefinitionCreationFlag", "__version__"],
     "Logger": ["WARNING"],
     "BuilderFlag": ["FP16", "INT8"],
     "MemoryPoolType": ["WORKSPACE"],
@@ -40,7 +43,7 @@ NAMED_TENSOR_API = {
     "OnnxParser": ["parse", "num_errors", "get_error"],
     "INetworkDefinition": ["get_input"],
     "ITensor": ["name", "shape"],
-    "IBuilderConfig": ["set_flag", "set_memory_pool_limit", "add_optimization_profile", "int8_calibrator"],
+    "IBuilderConfig": ["set_flag", "set_memory_pool_limit", "add_optimization_profile"],
     "IOptimizationProfile": ["set_shape"],
     "Runtime": ["deserialize_cuda_engine"],
     "ICudaEngine": ["num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
@@ -70,132 +73,8 @@ def load_sdk(backend: str):
             except OSError as e:
                 raise HarnessError(f"{lib}: cannot load the IxRT plugin library ({e}).") from None
         return mod
-    raise HarnessError(f"backend {backend!r} needs its SDK's Python package, which is not importable here "
+    raise EngineUnavailable(f"engine {backend!r} needs its SDK's Python package, which is not importable here "
                        f"({'; '.join(errors)}). Install the {backend} wheel that matches your driver.")
-
-
-class Cuda:
-    """The little of CUDA the runner needs, over pycuda or cuda-python."""
-
-    def __init__(self, impl=None):
-        self.impl = impl or self._load()
-
-    @staticmethod
-    def _load():
-        try:
-            import pycuda.driver as drv
-
-            drv.init()
-            return _Pycuda(drv)
-        except ImportError:
-            pass
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-        except ImportError:
-            try:
-                from cuda import cudart  # older cuda-python
-            except ImportError:
-                raise HarnessError("no CUDA Python binding: pip install '.[gpu]' (cuda-python) or "
-                                   "'.[gpu-pycuda]' (pycuda, needs the CUDA toolkit).") from None
-        return _CudaPython(cudart)
-
-    def __getattr__(self, name):
-        return getattr(self.impl, name)
-
-
-class _Pycuda:
-    def __init__(self, drv):
-        self.drv = drv
-        self.ctx = drv.Device(0).make_context()
-
-    def device(self) -> dict:
-        dev = self.drv.Device(0)
-        return {"device": dev.name(), "driver": str(self.drv.get_driver_version()),
-                "compute_capability": ".".join(map(str, dev.compute_capability()))}
-
-    def alloc(self, nbytes):
-        return self.drv.mem_alloc(max(int(nbytes), 1))
-
-    def ptr(self, buf) -> int:
-        return int(buf)
-
-    def stream(self):
-        return self.drv.Stream()
-
-    def stream_handle(self, stream) -> int:
-        return stream.handle
-
-    def htod(self, buf, host, stream):
-        self.drv.memcpy_htod_async(buf, host, stream)
-
-    def dtoh(self, host, buf, stream):
-        self.drv.memcpy_dtoh_async(host, buf, stream)
-
-    def sync(self, stream):
-        stream.synchronize()
-
-    def event(self):
-        return self.drv.Event()
-
-    def record(self, event, stream):
-        event.record(stream)
-
-    def elapsed_ms(self, start, end) -> float:
-        return end.time_since(start)
-
-    def pinned(self, shape, dtype):
-        return self.drv.pagelocked_empty(shape, dtype)
-
-
-class _CudaPython:
-    def __init__(self, cudart):
-        self.rt = cudart
-
-    def _check(self, result):
-        err, *rest = result if isinstance(result, tuple) else (result,)
-        if int(err) != 0:
-            raise HarnessError(f"CUDA call failed: {err}")
-        return rest[0] if len(rest) == 1 else rest
-
-    def device(self) -> dict:
-        props = self._check(self.rt.cudaGetDeviceProperties(0))
-        return {"device": props.name.decode().rstrip("\0"), "driver": str(self._check(self.rt.cudaDriverGetVersion())),
-                "compute_capability": f"{props.major}.{props.minor}"}
-
-    def alloc(self, nbytes):
-        return self._check(self.rt.cudaMalloc(max(int(nbytes), 1)))
-
-    def ptr(self, buf) -> int:
-        return int(buf)
-
-    def stream(self):
-        return self._check(self.rt.cudaStreamCreate())
-
-    def stream_handle(self, stream) -> int:
-        return int(stream)
-
-    def htod(self, buf, host, stream):
-        self._check(self.rt.cudaMemcpyAsync(buf, host.ctypes.data, host.nbytes,
-                                            self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
-
-    def dtoh(self, host, buf, stream):
-        self._check(self.rt.cudaMemcpyAsync(host.ctypes.data, buf, host.nbytes,
-                                            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
-
-    def sync(self, stream):
-        self._check(self.rt.cudaStreamSynchronize(stream))
-
-    def event(self):
-        return self._check(self.rt.cudaEventCreate())
-
-    def record(self, event, stream):
-        self._check(self.rt.cudaEventRecord(event, stream))
-
-    def elapsed_ms(self, start, end) -> float:
-        return float(self._check(self.rt.cudaEventElapsedTime(start, end)))
-
-    def pinned(self, shape, dtype):
-        return np.empty(shape, dtype)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -205,14 +84,12 @@ class BuildSpec:
     batch: int | None  # static batch of the ONNX, or None (dynamic: profile below)
     profile: tuple[int, int, int] = (1, 64, 64)  # min, opt, max batch for a dynamic ONNX
     workspace: int = WORKSPACE_BYTES
-    calibration_cache: Path | None = None  # INT8 from a calibration cache instead of a QDQ ONNX
 
 
 def engine_key(spec: BuildSpec, sdk_version: str, device: dict) -> str:
     """Everything an engine plan depends on; a change of any part means a rebuild."""
     return cache.key_of(onnx=cache.sha256_file(spec.onnx), precision=spec.precision, batch=spec.batch,
                         profile=None if spec.batch else spec.profile, workspace=spec.workspace,
-                        calibration=cache.sha256_file(spec.calibration_cache) if spec.calibration_cache else None,
                         sdk=sdk_version, device=device.get("device"), driver=device.get("driver"),
                         compute_capability=device.get("compute_capability"))
 
@@ -238,8 +115,6 @@ def build_serialized(trt, spec: BuildSpec, logger) -> bytes:
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 falls back to FP16 where a layer has no INT8 kernel
     if spec.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
-        if spec.calibration_cache:
-            config.int8_calibrator = CacheCalibrator(trt, spec.calibration_cache)
     inp = network.get_input(0)
     if spec.batch is None:
         lo, opt, hi = spec.profile
@@ -254,48 +129,40 @@ def build_serialized(trt, spec: BuildSpec, logger) -> bytes:
     return bytes(plan)
 
 
-def CacheCalibrator(trt, path: Path):
-    """An INT8 calibrator that only replays an existing calibration cache (no calibration data on the GPU)."""
-
-    class _Calibrator(trt.IInt8EntropyCalibrator2):
-        def __init__(self):
-            super().__init__()
-            self.data = Path(path).read_bytes()
-
-        def get_batch_size(self):
-            return 1
-
-        def get_batch(self, names):
-            return None
-
-        def read_calibration_cache(self):
-            return self.data
-
-        def write_calibration_cache(self, cache_bytes):
-            return None
-
-    return _Calibrator()
-
-
-class TensorRTBackend(Backend):
+class TensorRTEngine(Engine):
     """An engine built by the SDK under test from the FaceNet ONNX, run on the GPU."""
 
     name = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
 
-    @classmethod
-    def availability(cls) -> tuple[bool, str]:
-        try:
-            load_sdk(cls.name)
-            Cuda()
-        except HarnessError as e:
-            return False, str(e)
-        return True, ""
+    options = (
+        Option("profile", lambda v: tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v)), (1, 64, 64),
+               "min,opt,max batch of the optimization profile for a dynamic-batch ONNX"),
+        *CALIBRATION_OPTIONS,
+    )
+    capabilities = Capability.COMPUTE_ONLY | Capability.TIMING_SPLIT
+    sdk_modules = SDK_MODULES["tensorrt"]
 
-    def __init__(self, model: ModelInfo, precision: str = "fp16", *, cache_dir: Path | None = None, dataset=None,
-                 calibration: precision_.Calibration | None = None, sdk=None, cuda=None,
-                 profile: tuple[int, int, int] = (1, 64, 64), **_ignored):
-        super().__init__(model, precision)
+    @classmethod
+    def availability(cls) -> Availability:
+        """The SDK package and a CUDA binding are findable (nothing imported); the device is checked at creation."""
+        found = [m for m in cls.sdk_modules if importlib.util.find_spec(m) is not None]
+        if not found:
+            return Availability(False, f"no {' or '.join(cls.sdk_modules)} Python package: install the {cls.name} "
+                                       "SDK wheel that matches your driver")
+        if binding_available() is None:
+            return Availability(False, "no CUDA Python binding: pip install 'facenet-harness[gpu]' (cuda-python) "
+                                       "or '[gpu-pycuda]'")
+        return Availability(True)
+
+    def __init__(self, model, precision="fp16", context=None, *, sdk=None, cuda=None, **options):
+        super().__init__(model, precision, context, **options)
+        profile = self.settings["profile"]
+        if len(profile) != 3 or not 1 <= profile[0] <= profile[1] <= profile[2]:
+            raise HarnessError(f"engine {self.name!r}: profile {profile} must be min,opt,max batch with "
+                               "1 <= min <= opt <= max.")
+        cache_dir = self.context.cache_dir
+        dataset = self.context.dataset
         self.trt = sdk or load_sdk(self.name)
         self.cuda = cuda or Cuda()
         self.device = self.cuda.device()
@@ -304,7 +171,7 @@ class TensorRTBackend(Backend):
         if precision == "int8":  # explicit quantization: the QDQ model from the calibration step
             if dataset is None:
                 raise HarnessError("INT8 needs calibration images: give the LFW dataset (LFW_DIR).")
-            calib = dataclasses.replace(calibration or precision_.Calibration(), format="qdq-s8s8")
+            calib = calibration_from(self.settings, "qdq-s8s8")
             onnx_path = precision_.int8_model(model, dataset, cache.cache_root(cache_dir), calib)
         spec = BuildSpec(Path(onnx_path), precision, model.batch, profile)
         self.version = str(getattr(self.trt, "__version__", "unknown"))
@@ -313,13 +180,24 @@ class TensorRTBackend(Backend):
         self.engine = runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
         if self.engine is None:
             raise HarnessError(f"{self.plan_path}: the SDK could not deserialize this engine plan; delete it to rebuild.")
-        self.context = self.engine.create_execution_context()
+        self.exec_context = self.engine.create_execution_context()
         self.api = api_generation(self.engine)
         self.io = io_tensors(self.engine, self.api)
         self.max_batch = model.batch or profile[2]
         self.stream = self.cuda.stream()
         self.buffers = {t.name: self.cuda.alloc(self.max_batch * t.row_bytes) for t in self.io}
-        self.timings: dict[str, float] = {}
+
+    def close(self) -> None:
+        """Free the device buffers and the stream; drop the execution context and engine."""
+        if not self.closed:
+            for buf in getattr(self, "buffers", {}).values():
+                self.cuda.free(buf)
+            self.buffers = {}
+            if getattr(self, "stream", None) is not None:
+                self.cuda.free_stream(self.stream)
+                self.stream = None
+            self.exec_context = self.engine = None
+        super().close()
 
     def _plan(self, spec: BuildSpec, cache_dir: Path) -> Path:
         key = engine_key(spec, self.version, self.device)[:24]
@@ -366,14 +244,15 @@ class TensorRTBackend(Backend):
         inp = next(t for t in self.io if t.is_input)
         c = self.cuda
         if self.api == "tensor":
-            self.context.set_input_shape(inp.name, shape)
+            self.exec_context.set_input_shape(inp.name, shape)
             for t in self.io:
-                self.context.set_tensor_address(t.name, c.ptr(self.buffers[t.name]))
-            ok = self.context.execute_async_v3(c.stream_handle(self.stream))
+                self.exec_context.set_tensor_address(t.name, c.ptr(self.buffers[t.name]))
+            ok = self.exec_context.execute_async_v3(c.stream_handle(self.stream))
         else:
             if self.model.batch is None:
-                self.context.set_binding_shape(inp.index, shape)
-            ok = self.context.execute_v2([c.ptr(self.buffers[t.name]) for t in sorted(self.io, key=lambda t: t.index)])
+                self.exec_context.set_binding_shape(inp.index, shape)
+            c.sync(self.stream)  # execute_v2 runs on its own stream: the copy-in must be complete
+            ok = self.exec_context.execute_v2([c.ptr(self.buffers[t.name]) for t in sorted(self.io, key=lambda t: t.index)])
         if not ok:
             raise HarnessError(f"{self.name} {self.precision}: engine execution failed (see the SDK log).")
 
@@ -405,8 +284,9 @@ class TensorRTBackend(Backend):
                 "engine_sha256": cache.sha256_file(self.plan_path), "api": self.api, **self.device}
 
 
-class IxRTBackend(TensorRTBackend):
+class IxRTEngine(TensorRTEngine):
     name = "ixrt"
+    sdk_modules = SDK_MODULES["ixrt"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,0 +1,114 @@
+"""The engine registry: the built-in engines plus every engine installed under the entry-point group
+``facenet_harness.engines``, loaded lazily (a listing imports an engine's module, never its SDK).
+
+A third-party package makes its engine known with, in its pyproject.toml::
+
+    [project.entry-points."facenet_harness.engines"]
+    myengine = "my_package.engine:MyEngine"    # a subclass of harness.engines.Engine
+
+and it then appears in ``facenet-harness engines``, in ``--backend myengine`` and in the pytest
+plugin's parametrisation, with no change to the harness.
+"""
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import importlib.metadata
+
+from ..errors import HarnessError
+from .base import Availability, Capability, Engine, EngineContext, EngineUnavailable, Option
+
+__all__ = ["Availability", "Capability", "Engine", "EngineContext", "EngineUnavailable", "Option",
+           "ENTRY_POINT_GROUP", "EngineEntry", "CatalogueItem", "entries", "engine_class", "catalogue", "create"]
+
+ENTRY_POINT_GROUP = "facenet_harness.engines"
+BUILTINS = {
+    "onnxruntime": "harness.engines.onnxruntime:OnnxRuntimeEngine",
+    "tensorrt": "harness.engines.tensorrt:TensorRTEngine",
+    "ixrt": "harness.engines.tensorrt:IxRTEngine",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class EngineEntry:
+    name: str
+    target: str  # "module:Class"
+    source: str  # "built-in" or "<distribution> <version>"
+
+    def load(self) -> type[Engine]:
+        module, _, attr = self.target.partition(":")
+        try:
+            obj = importlib.import_module(module)
+            for part in attr.split("."):
+                obj = getattr(obj, part)
+        except Exception as e:  # a broken plug-in must not take the harness down
+            raise HarnessError(f"engine {self.name!r} ({self.source}): cannot load {self.target} "
+                               f"({type(e).__name__}: {e}).") from None
+        if not (isinstance(obj, type) and issubclass(obj, Engine)):
+            raise HarnessError(f"engine {self.name!r} ({self.source}): {self.target} is not a subclass of "
+                               "harness.engines.Engine.")
+        if getattr(obj, "name", None) != self.name:
+            raise HarnessError(f"engine {self.name!r} ({self.source}): {self.target}.name is "
+                               f"{getattr(obj, 'name', None)!r}; it must equal the entry-point name.")
+        return obj
+
+
+def entries() -> dict[str, EngineEntry]:
+    """Every engine known: built-ins first, then installed plug-ins (which may not shadow a built-in)."""
+    out = {name: EngineEntry(name, target, "built-in") for name, target in BUILTINS.items()}
+    for ep in importlib.metadata.entry_points(group=ENTRY_POINT_GROUP):
+        dist = getattr(ep, "dist", None)
+        source = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "entry point"
+        if ep.name in BUILTINS:
+            if ep.value != BUILTINS[ep.name]:
+                raise HarnessError(f"{source} registers an engine named {ep.name!r}, a built-in engine's name; "
+                                   "rename it in its entry points.")
+            continue  # the harness's own distribution may list its built-ins too
+        if ep.name in out and out[ep.name].target != ep.value:
+            raise HarnessError(f"two installed packages register the engine {ep.name!r}: {out[ep.name].source} "
+                               f"and {source}; uninstall one.")
+        out[ep.name] = EngineEntry(ep.name, ep.value, source)
+    return out
+
+
+def engine_class(name: str) -> type[Engine]:
+    known = entries()
+    if name not in known:
+        raise HarnessError(f"unknown engine {name!r}; known: {', '.join(known)} "
+                           "(list them with 'facenet-harness engines').")
+    return known[name].load()
+
+
+@dataclasses.dataclass(frozen=True)
+class CatalogueItem:
+    name: str
+    precisions: tuple[str, ...]
+    available: bool
+    why: str
+    source: str
+    options: tuple[Option, ...] = ()
+    capabilities: Capability = Capability.NONE
+
+
+def catalogue() -> list[CatalogueItem]:
+    """Each known engine, whether it can run here and why not; an engine that fails to load is listed too."""
+    out = []
+    for entry in entries().values():
+        try:
+            cls = entry.load()
+            avail = cls.availability()
+        except HarnessError as e:
+            out.append(CatalogueItem(entry.name, (), False, str(e), entry.source))
+            continue
+        out.append(CatalogueItem(entry.name, tuple(cls.precisions), avail.ok, avail.why, entry.source,
+                                 tuple(cls.options), cls.capabilities))
+    return out
+
+
+def create(name: str, model, precision: str, context: EngineContext | None = None, **options) -> Engine:
+    """The engine ``name`` for ``model`` at ``precision``; EngineUnavailable when it cannot run here."""
+    cls = engine_class(name)
+    avail = cls.availability()
+    if not avail:
+        raise EngineUnavailable(f"engine {name!r} is not available here: {avail.why}")
+    return cls(model, precision, context, **options)

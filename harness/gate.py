@@ -1,0 +1,374 @@
+"""The gate as a library: accuracy, conformance and throughput of an engine under test, judged against
+the FP32 reference and the baselines, returned as typed results.
+
+``report`` renders these results (text, Markdown, JSON, JUnit, ROC); ``cli`` only parses arguments and
+prints; the pytest plugin hands a ``Gate`` to tests as the ``facenet_gate`` fixture. Usage::
+
+    with Gate(dataset, reference_model) as gate, engines.create("onnxruntime", model, "fp16", ctx) as engine:
+        result = gate.accuracy(engine)
+        assert result, result        # a result is true when its verdict is PASS; str() explains it
+
+The reference is its own setting (default: the pinned FaceNet export), so an engine built from a
+transformed ONNX is always compared with the untouched reference, never with itself.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+import sys
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+
+from . import accuracy as accuracy_
+from . import bench, cache, compare, data, environment, metrics
+from .baselines import BaselineStore, judge_accuracy, judge_perf
+from .data import Dataset
+from .engines import Capability, Engine, EngineContext, create
+from .errors import HarnessError
+from .model import ModelInfo
+from .verdicts import Check, Verdict
+
+NO_JSON = {"json": False}
+
+
+def to_json(obj: Any) -> Any:
+    """Results as plain JSON values: dataclasses by field (minus those marked NO_JSON), enums by value."""
+    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("json", True)}
+    if isinstance(obj, enum.Enum):
+        return obj.value
+    if isinstance(obj, dict):
+        return {str(k): to_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [to_json(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    return obj
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRef:
+    path: str
+    sha256: str
+    input: str
+    output: str
+    batch: int | None
+
+    @classmethod
+    def of(cls, info: ModelInfo) -> "ModelRef":
+        return cls(str(info.path), info.sha256, info.input_name, info.output_name, info.batch)
+
+
+@dataclasses.dataclass(frozen=True)
+class DatasetRef:
+    digest: str
+    images_dir: str
+    pairs_file: str
+    pairs_sha256: str
+    boxes_file: str
+    form: str
+    folds: int
+    images: int
+    pairs: int
+
+    @classmethod
+    def of(cls, ds: Dataset) -> "DatasetRef":
+        return cls(ds.digest, str(ds.root), str(ds.protocol.path), ds.protocol.sha256, str(ds.boxes_path or ""),
+                   ds.form, ds.protocol.folds, len(ds.keys), len(ds.protocol.pairs))
+
+
+class _Result:
+    """Shared behaviour: true when the verdict is PASS, ``str()`` explains it, ``to_json()`` for reports."""
+
+    verdict: Verdict
+
+    @property
+    def passed(self) -> bool:
+        return self.verdict is Verdict.PASS
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def to_json(self) -> dict:
+        return to_json(self)
+
+    def __str__(self) -> str:
+        from . import report
+
+        return report.text(self)
+
+
+@dataclasses.dataclass(eq=False)
+class AccuracyResult(_Result):
+    engine: dict
+    model: ModelRef
+    reference_model: ModelRef
+    dataset: DatasetRef
+    verdict: Verdict
+    checks: list[Check]
+    metrics: dict  # metrics.Evaluation.summary()
+    reference: dict | None  # the reference's metrics on the same data; None when the engine is the reference
+    accuracy_delta: float | None
+    flipped_decisions: int | None
+    timing: dict
+    baselines: str
+    environment: dict
+    evaluation: metrics.Evaluation = dataclasses.field(repr=False, metadata=NO_JSON)
+
+    def __repr__(self) -> str:
+        failing = "; ".join(str(c) for c in self.checks if not c.passed)
+        return f"<AccuracyResult {self.engine['backend']} {self.engine['precision']}: {self.verdict}" + \
+            (f" ({failing})>" if failing else ">")
+
+
+@dataclasses.dataclass(eq=False)
+class ConformanceResult(_Result):
+    engine: dict
+    model: ModelRef
+    reference_model: ModelRef
+    dataset: DatasetRef
+    verdict: Verdict
+    reference: str  # where the FP32 reference embeddings came from (golden store or computed now)
+    tolerance: compare.Tolerance
+    stats: dict
+    failures: list[str]
+    worst: list[tuple[str, float]]
+    environment: dict
+    comparison: compare.Comparison = dataclasses.field(repr=False, metadata=NO_JSON)
+
+    def __repr__(self) -> str:
+        return f"<ConformanceResult {self.engine['backend']} {self.engine['precision']}: {self.verdict}" + \
+            (f" ({'; '.join(self.failures)})>" if self.failures else ">")
+
+
+@dataclasses.dataclass(eq=False)
+class PerfRow(_Result):
+    case: str
+    view: str
+    batch: int
+    fps: float
+    rounds: int
+    cv: float
+    latency_ms: dict
+    verdict: Verdict
+    check: Check | None
+    baseline: dict | None
+    why: str
+    split_ms: dict
+    measurement: bench.Measurement = dataclasses.field(repr=False, metadata=NO_JSON)
+
+
+@dataclasses.dataclass(eq=False)
+class PerfResult(_Result):
+    engine: dict
+    fingerprint: dict
+    settings: bench.Settings
+    rows: list[PerfRow]
+    verdict: Verdict
+    environment: dict
+
+    def __repr__(self) -> str:
+        return f"<PerfResult {self.fingerprint['backend']} {self.fingerprint['precision']}: {self.verdict}>"
+
+
+@dataclasses.dataclass(eq=False)
+class GateRow(_Result):
+    backend: str
+    precision: str
+    verdict: Verdict
+    accuracy: AccuracyResult
+    conformance: ConformanceResult | None
+    perf: PerfResult | None
+
+
+@dataclasses.dataclass(eq=False)
+class GateReport(_Result):
+    verdict: Verdict
+    environment: dict
+    model: ModelRef
+    reference_model: ModelRef
+    dataset: DatasetRef
+    rows: list[GateRow]
+    roc_png: str | None = None
+
+
+def row_verdict(acc: AccuracyResult, conf: ConformanceResult | None, perf: PerfResult | None) -> Verdict:
+    """A gate row: accuracy and conformance decide; perf only adds a FAIL (a machine without a perf
+    baseline, or with an inconclusive measurement, still gets its accuracy and conformance verdict)."""
+    verdicts = [acc.verdict] + ([conf.verdict] if conf else [])
+    if perf is not None and perf.verdict is Verdict.FAIL:
+        verdicts.append(Verdict.FAIL)
+    return Verdict.combine(verdicts)
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+class Gate:
+    """One gating session over one dataset and one reference model (see the module docstring)."""
+
+    def __init__(self, dataset: Dataset, reference: ModelInfo, *, store: BaselineStore | None = None,
+                 cache_dir: str | Path | None = None, batch_size: int = 64, probe_size: int | None = None,
+                 probe_seed: int | None = None, log: Callable[[str], None] | None = _log, progress: bool = True):
+        if batch_size < 1:
+            raise HarnessError(f"batch size must be positive, got {batch_size}.")
+        self.dataset = dataset
+        self.reference = reference
+        self.store = store or BaselineStore()
+        self.cache_dir = cache.cache_root(cache_dir)
+        self.batch_size = batch_size
+        self.probe_size = probe_size
+        self.probe_seed = probe_seed
+        self.log = log or (lambda msg: None)
+        self.progress = progress
+        self._reference_engine: Engine | None = None
+
+    # --- lifecycle ----------------------------------------------------------------------------------
+
+    def engine_context(self) -> EngineContext:
+        return EngineContext(self.cache_dir, self.dataset)
+
+    @property
+    def reference_engine(self) -> Engine:
+        """The onnxruntime FP32 engine on the reference model, made once."""
+        if self._reference_engine is None:
+            self._reference_engine = create("onnxruntime", self.reference, "fp32", self.engine_context())
+        return self._reference_engine
+
+    def is_reference(self, engine: Engine) -> bool:
+        return engine.name == "onnxruntime" and engine.precision == "fp32" and engine.model.sha256 == self.reference.sha256
+
+    def close(self) -> None:
+        if self._reference_engine is not None:
+            self._reference_engine.close()
+            self._reference_engine = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    # --- accuracy -----------------------------------------------------------------------------------
+
+    def embeddings(self, engine: Engine) -> tuple[np.ndarray, dict]:
+        """All protocol embeddings of an engine (content-keyed cache) and how long they took."""
+        bar = accuracy_.progress_bar(f"embedding LFW ({engine.label})") if self.progress else None
+        return accuracy_.cached_embed(engine, self.dataset, self.cache_dir, self.batch_size, bar)
+
+    def accuracy(self, engine: Engine, save_baseline: str | None = None) -> AccuracyResult:
+        """Full-LFW accuracy of ``engine``; when it is not the reference, its delta and flipped decisions
+        against the reference measured on the same data."""
+        emb, timing = self.embeddings(engine)
+        evaluation = accuracy_.evaluate(emb, self.dataset)
+        summary = evaluation.summary()
+        reference = delta = flipped = max_delta = None
+        if not self.is_reference(engine):
+            ref_emb, _ = self.embeddings(self.reference_engine)
+            ref_eval = accuracy_.evaluate(ref_emb, self.dataset)
+            reference = {**{k: ref_eval.summary()[k] for k in ("accuracy_mean", "accuracy_std", "auc", "threshold")},
+                         "model_sha256": self.reference.sha256}
+            max_delta = self.store.accuracy_delta(engine.precision)
+            delta = summary["accuracy_mean"] - reference["accuracy_mean"]
+            flipped = accuracy_.flipped_decisions(emb, ref_emb, self.dataset, ref_eval.threshold)
+        if save_baseline:
+            if not self.is_reference(engine):
+                raise HarnessError("--save-baseline records the reference (onnxruntime fp32 on the reference ONNX); "
+                                   "run it with those.")
+            path = self.store.save_reference(self.dataset.digest, save_baseline, summary,
+                                             {"engine": engine.describe(), "model_sha256": engine.model.sha256,
+                                              "environment": environment.fingerprint()})
+            self.log(f"saved the reference and its gates to {path}")
+        gate = self.store.accuracy_gate(self.dataset.digest, engine.precision)
+        verdict, checks = judge_accuracy(summary, gate, reference, max_delta)
+        return AccuracyResult(engine.describe(), ModelRef.of(engine.model), ModelRef.of(self.reference),
+                              DatasetRef.of(self.dataset), verdict, checks, summary, reference, delta, flipped,
+                              {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")},
+                              self.store.describe(), environment.fingerprint(), evaluation)
+
+    # --- conformance --------------------------------------------------------------------------------
+
+    def probe_indices(self) -> list[int]:
+        conf = self.store.tolerances()["probe"]
+        size = self.probe_size or conf["size"]
+        seed = conf["seed"] if self.probe_seed is None else self.probe_seed
+        return compare.probe_indices(self.dataset, size, seed)
+
+    def reference_probe(self, indices: Sequence[int]) -> tuple[np.ndarray, str]:
+        """Probe-set reference embeddings: the golden store when it applies, else computed now."""
+        golden, why = self.store.golden(self.dataset, indices, data.PREPROCESSING, self.reference.sha256)
+        if golden is not None:
+            return golden, f"golden {why['path']} (onnxruntime {why['engine']['version']})"
+        self.log(f"computing the reference for the probe set: {why}")
+        emb = accuracy_.embed(self.reference_engine, self.dataset, self.batch_size, indices=indices)[list(indices)]
+        return emb, "computed now (onnxruntime fp32 on the reference model)"
+
+    def conformance(self, engine: Engine) -> ConformanceResult:
+        """The engine's embeddings of the probe set against the reference's, per-precision tolerances."""
+        indices = self.probe_indices()
+        reference, source = self.reference_probe(indices)
+        candidate = accuracy_.embed(engine, self.dataset, self.batch_size, indices=indices)[indices]
+        tol = compare.Tolerance.from_dict(self.store.precision_tolerance(engine.precision))
+        result = compare.compare(reference, candidate, [self.dataset.keys[i] for i in indices], tol)
+        return ConformanceResult(engine.describe(), ModelRef.of(engine.model), ModelRef.of(self.reference),
+                                 DatasetRef.of(self.dataset), Verdict.of(result.passed), source, tol, result.stats,
+                                 result.failures, result.worst(), environment.fingerprint(), result)
+
+    def save_golden(self) -> Path:
+        indices = self.probe_indices()
+        ref = self.reference_engine
+        emb = accuracy_.embed(ref, self.dataset, self.batch_size, indices=indices)[indices]
+        return self.store.save_golden(self.dataset, indices, emb, {"engine": ref.describe(),
+                                                                    "model_sha256": self.reference.sha256,
+                                                                    "preprocessing": data.PREPROCESSING})
+
+    # --- throughput ---------------------------------------------------------------------------------
+
+    def perf(self, engine: Engine, cases: Sequence[bench.Case] = bench.CASES, settings: bench.Settings | None = None,
+             timer=None, save_baseline: str | None = None) -> PerfResult:
+        """Throughput per case, each judged against the baseline of this engine's fingerprint."""
+        settings = settings or bench.Settings()
+        fp = bench.fingerprint(engine)
+        measured = []
+        for case in cases:
+            m = bench.measure(engine, self.dataset, case, settings, timer=timer)
+            measured.append(m)
+            self.log(f"  {engine.label} {case.name}: {m.fps:.1f} images/s (cv {m.cv:.1%})")
+        if save_baseline:
+            path = self.store.save_perf(fp, {m.case.name: m.fps for m in measured}, save_baseline)
+            self.log(f"saved the performance baseline for {fp} to {path}")
+        rows = []
+        for m in measured:
+            s = m.summary()
+            baseline, why = self.store.perf_baseline(fp, m.case.name)
+            check = judge_perf(m.fps, baseline) if baseline else None
+            split = dict(engine.timings) if Capability.TIMING_SPLIT in engine.capabilities else {}
+            rows.append(PerfRow(m.case.name, m.case.view, m.case.batch, m.fps, s["rounds"], m.cv, s["latency_ms"],
+                                check.verdict if check else Verdict.NO_BASELINE, check, baseline,
+                                check.why if check else why, split, m))
+        verdict = Verdict.combine(r.verdict for r in rows if r.verdict is not Verdict.NO_BASELINE) \
+            if any(r.check for r in rows) else Verdict.NO_BASELINE
+        return PerfResult(engine.describe(), fp, settings, rows, verdict, environment.fingerprint())
+
+    # --- everything, for a list of engines -------------------------------------------------------------
+
+    def run(self, engines: Sequence[Engine], perf_cases: Sequence[bench.Case] = (),
+            perf_settings: bench.Settings | None = None) -> GateReport:
+        rows = []
+        for engine in engines:
+            self.log(f"gate: {engine.label}: accuracy")
+            acc = self.accuracy(engine)
+            self.log(f"gate: {engine.label}: conformance")
+            conf = self.conformance(engine)
+            perf = self.perf(engine, perf_cases, perf_settings) if perf_cases else None
+            rows.append(GateRow(engine.name, engine.precision, row_verdict(acc, conf, perf), acc, conf, perf))
+        return GateReport(Verdict.combine(r.verdict for r in rows), environment.fingerprint(),
+                          ModelRef.of(engines[0].model) if engines else ModelRef.of(self.reference),
+                          ModelRef.of(self.reference), DatasetRef.of(self.dataset), rows)
