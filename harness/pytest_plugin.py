@@ -66,7 +66,9 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     for line in MARKERS:
         config.addinivalue_line("markers", line)
-    config.stash[_SESSION] = FacenetSession(config)
+    session = FacenetSession(config)
+    config.stash[_SESSION] = session
+    session.validate()
 
 
 def pytest_unconfigure(config):
@@ -112,6 +114,22 @@ class FacenetSession:
         self._engines: dict = {}
         self._dataset = self._reference = self._model = self._gate = self._store = None
 
+    def validate(self) -> None:
+        """Unknown engines named on the command line are a usage error before collection."""
+        chosen = self._list("facenet_backend")
+        if not chosen:
+            return
+        from . import engines
+        from .errors import HarnessError
+
+        try:
+            known = engines.entries()
+        except HarnessError as e:
+            raise pytest.UsageError(str(e)) from None
+        for name in chosen:
+            if name not in known:
+                raise pytest.UsageError(f"--facenet-backend {name}: unknown engine; known: {', '.join(known)}")
+
     def _list(self, name: str) -> list[str] | None:
         value = self.config.getoption(name)
         return [v.strip() for v in value.split(",") if v.strip()] if value else None
@@ -147,9 +165,6 @@ class FacenetSession:
             catalogue = {it.name: it for it in engines.catalogue()}
         except HarnessError as e:
             raise pytest.UsageError(str(e)) from None
-        for name in chosen_backends or ():
-            if name not in catalogue:
-                raise pytest.UsageError(f"--facenet-backend {name}: unknown engine; known: {', '.join(catalogue)}")
         out = []
         for name, item in catalogue.items():
             if (chosen_backends and name not in chosen_backends) or (backends and name not in backends):

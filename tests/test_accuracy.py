@@ -115,7 +115,7 @@ def test_wrong_onnx_is_judged_against_the_pinned_reference(facenet_lfw, facenet_
     """--onnx replaces the engine's model only: a damaged model is compared with the pinned reference,
     not with itself, for the accuracy delta and flips as for conformance."""
     wrong = tmp_path / "wrong.onnx"
-    scaled_conv_onnx(facenet_reference_model.path, wrong)
+    scaled_conv_onnx(facenet_reference_model.path, wrong, factor=-1.0)  # a sign flip: clearly broken
     data = ["--lfw-dir", str(facenet_lfw.root), "--pairs", str(small_pairs(tmp_path, facenet_lfw)),
             "--boxes", str(facenet_lfw.boxes_path or ""), "--baselines", str(tmp_path / "mine")]
     cli.main(["accuracy", "--onnx", str(wrong), "--json", str(tmp_path / "wrong.json")] + data)
@@ -126,7 +126,8 @@ def test_wrong_onnx_is_judged_against_the_pinned_reference(facenet_lfw, facenet_
     assert got["model"]["sha256"] != facenet_reference_model.sha256
     assert got["reference"]["model_sha256"] == facenet_reference_model.sha256
     assert got["reference"]["auc"] == pinned["metrics"]["auc"]  # the reference is the pinned model's run
-    assert got["metrics"]["auc"] != pinned["metrics"]["auc"]  # and the engine's own figures are its own
+    assert got["metrics"]["accuracy_mean"] != pinned["metrics"]["accuracy_mean"]  # its own figures
+    assert got["flipped_decisions"] > 0
     assert got["accuracy_delta"] == pytest.approx(got["metrics"]["accuracy_mean"] - pinned["metrics"]["accuracy_mean"])
     assert got["verdict"] == "NO BASELINE"  # this subset has no gate: never a pass
 

@@ -14,7 +14,10 @@ import zipfile
 import numpy as np
 import pytest
 
-from harness import cache, trt_engine
+from harness import cache
+from harness.engines import EngineContext
+from harness.engines import cuda as cuda_mod
+from harness.engines import tensorrt as trt_engine
 from harness.errors import HarnessError
 from harness.model import ModelInfo
 
@@ -94,6 +97,12 @@ class FakeCuda:
     def pinned(self, shape, dtype):
         return np.empty(shape, dtype)
 
+    def free(self, buf):
+        self.rec("cuda", "free", self.mem.pop(buf).nbytes)
+
+    def free_stream(self, stream):
+        self.rec("cuda", "free_stream")
+
 
 def fake_sdk(generation, rec, cuda, *, batch=None, parse_errors=(), build_none=False):
     """A tensorrt-like module of one API generation. The 'engine' copies each input row's first 512
@@ -105,7 +114,6 @@ def fake_sdk(generation, rec, cuda, *, batch=None, parse_errors=(), build_none=F
     sdk.BuilderFlag = types.SimpleNamespace(FP16=Enum("FP16"), INT8=Enum("INT8"))
     sdk.MemoryPoolType = types.SimpleNamespace(WORKSPACE=Enum("WORKSPACE"))
     sdk.NetworkDefinitionCreationFlag = types.SimpleNamespace(EXPLICIT_BATCH=Enum("EXPLICIT_BATCH"))
-    sdk.IInt8EntropyCalibrator2 = type("IInt8EntropyCalibrator2", (), {"__init__": lambda self: None})
     in_shape = (batch or -1, 3, 160, 160)
 
     class Network:
@@ -138,7 +146,7 @@ def fake_sdk(generation, rec, cuda, *, batch=None, parse_errors=(), build_none=F
             rec("config", "add_optimization_profile")
 
         def __setattr__(self, k, v):
-            rec("config", f"set {k}", v if not hasattr(v, "read_calibration_cache") else "calibrator")
+            rec("config", f"set {k}", v)
             object.__setattr__(self, k, v)
 
     if generation == "tensor":
@@ -241,12 +249,12 @@ def info(path, batch):
     return ModelInfo(path, cache.sha256_file(path), "input", "embeddings", batch, None, None, True)
 
 
-def make(generation, onnx_file, tmp_path, batch=None, device=None, **kw):
+def make(generation, onnx_file, tmp_path, batch=None, device=None, parse_errors=(), build_none=False, **options):
     rec = Rec()
     cuda = FakeCuda(rec, device)
-    sdk = fake_sdk(generation, rec, cuda, batch=batch, **kw)
-    engine = trt_engine.TensorRTBackend(info(onnx_file, batch), "fp16", cache_dir=tmp_path / "cache", sdk=sdk,
-                                        cuda=cuda)
+    sdk = fake_sdk(generation, rec, cuda, batch=batch, parse_errors=parse_errors, build_none=build_none)
+    engine = trt_engine.TensorRTEngine(info(onnx_file, batch), "fp16", EngineContext(tmp_path / "cache"), sdk=sdk,
+                                       cuda=cuda, **options)
     return engine, rec
 
 
@@ -355,17 +363,17 @@ def test_type_stubs_alone_are_not_an_sdk(sdk_import):
 
 
 def test_unavailable_sdk_names_what_is_missing():
-    ok, why = trt_engine.TensorRTBackend.availability()
-    if ok:
+    avail = trt_engine.TensorRTEngine.availability()
+    if avail:
         pytest.skip("TensorRT is installed here")
-    assert ("tensorrt" in why and "Install" in why) or "no CUDA Python binding" in why
+    assert ("tensorrt" in avail.why and "install" in avail.why) or "no CUDA Python binding" in avail.why
 
 
 STUBS = "tensorrt-stubs==10.13.0.35.1"
 
 
 @pytest.fixture(scope="module")
-def stubs(cache_dir, tmp_path_factory):
+def stubs(cache_dir, tmp_path_factory, facenet_unavailable):
     """Class name -> member names of TensorRT 10's Python API, from the PyPI package tensorrt-stubs."""
     folder = cache_dir / "stubs"
     wheels = list(folder.glob("tensorrt_stubs-*.whl"))
@@ -374,9 +382,7 @@ def stubs(cache_dir, tmp_path_factory):
                               capture_output=True, text=True)
         wheels = list(folder.glob("tensorrt_stubs-*.whl"))
         if not wheels:
-            from conftest import unavailable
-
-            unavailable(f"cannot download {STUBS}: {proc.stderr.strip()[-300:]}")
+            facenet_unavailable(f"cannot download {STUBS}: {proc.stderr.strip()[-300:]}")
     # The stubs are not all valid Python (a default before a non-default argument), so read them by line.
     members, current = {"module": set()}, None
     with zipfile.ZipFile(wheels[0]) as z:
@@ -423,3 +429,28 @@ def test_compute_view_times_execution_alone(onnx_file, tmp_path, facenet_lfw):
     executes = [c for c in rec.calls if c[1] == "execute_async_v3"]
     assert len(htod) == 1 and len(executes) == 1 + 3  # one upload; one warm-up call (it sizes the rounds), 3 timed
     np.testing.assert_array_equal(m.last_output, expected(facenet_lfw.batch(m.indices)))  # TEST01 on the device result
+
+
+def test_close_frees_device_memory_and_refuses_further_runs(onnx_file, tmp_path):
+    engine, rec = make("tensor", onnx_file, tmp_path, batch=64)
+    with engine:
+        engine.run(rows(2))
+    freed = [c for c in rec.calls if c[1] == "free"]
+    assert sorted(c[2] for c in freed) == sorted([64 * ROW_IN * 4, 64 * ROW_OUT * 4])
+    assert ("cuda", "free_stream") in rec.calls
+    engine.close()  # idempotent: nothing freed twice
+    assert len([c for c in rec.calls if c[1] == "free"]) == 2
+    with pytest.raises(HarnessError, match="the engine was closed"):
+        engine.run(rows(1))
+
+
+def test_binding_path_waits_for_the_copy_before_execute_v2(onnx_file, tmp_path):
+    engine, rec = make("binding", onnx_file, tmp_path)
+    engine.run(rows(3))
+    m = rec.methods()
+    assert m.index(("cuda", "sync")) < m.index(("context", "execute_v2"))  # execute_v2 is not on our stream
+
+
+def test_unknown_engine_option_is_refused(onnx_file, tmp_path):
+    with pytest.raises(HarnessError, match="engine 'tensorrt' has no option int8_format"):
+        make("tensor", onnx_file, tmp_path, int8_format="qop-u8s8")

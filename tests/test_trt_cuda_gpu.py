@@ -8,7 +8,9 @@ or a GPU.
 import numpy as np
 import pytest
 
-from harness import trt_engine
+from harness.engines import EngineContext
+from harness.engines import cuda as cuda_mod
+from harness.engines import tensorrt as trt_engine
 from harness.errors import HarnessError
 
 from .test_trt_contract import ROW_IN, ROW_OUT, Rec, expected, fake_sdk, info, rows
@@ -17,7 +19,7 @@ from .test_trt_contract import ROW_IN, ROW_OUT, Rec, expected, fake_sdk, info, r
 @pytest.fixture(scope="module")
 def real_cuda():
     try:
-        cuda = trt_engine.Cuda()
+        cuda = cuda_mod.Cuda()
         cuda.device()
     except HarnessError as e:
         pytest.skip(f"no CUDA Python binding: {e}")
@@ -29,7 +31,7 @@ def real_cuda():
 def device_copy(cuda):
     """Copy n rows' first 512 floats from src to dst on the GPU (the fake engine's 'compute')."""
     impl = cuda.impl
-    if isinstance(impl, trt_engine._CudaPython):
+    if isinstance(impl, cuda_mod._CudaPython):
         rt = impl.rt
 
         def copy(dst, src, n, stream):
@@ -75,7 +77,7 @@ def test_runner_moves_real_device_memory(real_cuda, generation, batch, tmp_path)
     rec = Rec()
     gpu = GpuFakeCuda(real_cuda)
     sdk, stream = gpu_sdk(generation, rec, gpu, batch)
-    engine = trt_engine.TensorRTBackend(info(onnx_file, batch), "fp16", cache_dir=tmp_path / "cache", sdk=sdk,
+    engine = trt_engine.TensorRTEngine(info(onnx_file, batch), "fp16", EngineContext(tmp_path / "cache"), sdk=sdk,
                                         cuda=gpu)
     stream["s"] = engine.stream
     assert engine.describe()["device"] == real_cuda.device()["device"]
@@ -95,7 +97,7 @@ def test_in_place_execution_on_the_device(real_cuda, tmp_path):
     onnx_file.write_bytes(b"fake onnx")
     gpu = GpuFakeCuda(real_cuda)
     sdk, stream = gpu_sdk("tensor", Rec(), gpu, 64)
-    engine = trt_engine.TensorRTBackend(info(onnx_file, 64), "fp16", cache_dir=tmp_path / "cache", sdk=sdk, cuda=gpu)
+    engine = trt_engine.TensorRTEngine(info(onnx_file, 64), "fp16", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=gpu)
     stream["s"] = engine.stream
     x = rows(8, 4)
     engine.load_in_place(x)
