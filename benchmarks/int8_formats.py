@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import backends, cache, data, model, precision
+from harness import cache, data, engines, model, precision
 
 
 def main() -> None:
@@ -26,12 +26,12 @@ def main() -> None:
     info = model.inspect(model.prepare(cache_dir).dynamic)
     ds = data.Dataset(*data.locate(Path(__file__).resolve().parents[2] / "shared"))
     x = ds.batch(np.linspace(0, len(ds.keys) - 1, args.batch_size).astype(int))
-    reference = backends.create("onnxruntime", info, "fp32").run(x)
+    reference = engines.create("onnxruntime", info, "fp32").run(x)
     variants = [("fp32", None), ("fp16", None)] + [("int8", f) for f in precision.INT8_FORMATS]
     rows = []
     for prec, fmt in variants:
-        calib = precision.Calibration(size=args.calib_size, format=fmt) if fmt else None
-        engine = backends.create("onnxruntime", info, prec, cache_dir=cache_dir, dataset=ds, calibration=calib)
+        opts = {"calib_size": args.calib_size, "int8_format": fmt} if fmt else {}
+        engine = engines.create("onnxruntime", info, prec, engines.EngineContext(cache_dir, ds), **opts)
         engine.run(x)
         times = []
         for _ in range(args.repeats):

@@ -19,7 +19,7 @@ import numpy as np
 
 from pathlib import Path
 
-from harness import accuracy, backends, cache, data, model
+from harness import accuracy, cache, data, engines, model
 from harness.data import Dataset
 
 
@@ -42,7 +42,7 @@ def main() -> None:
     n = args.images or len(dataset.keys)
     indices = list(range(n))
     batches = [dataset.batch(indices[i:i + args.batch_size]) for i in range(0, n, args.batch_size)]
-    engine = backends.create("onnxruntime", info, "fp32")
+    engine = engines.create("onnxruntime", info, "fp32")
     session = engine.session
     feed = info.input_name
 

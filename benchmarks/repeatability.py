@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness import backends, bench, cache, data, model
+from harness import bench, cache, data, engines, model
 
 
 def main() -> None:
@@ -27,7 +27,7 @@ def main() -> None:
     cache_dir = cache.cache_root()
     ds = data.Dataset(*data.locate(Path(__file__).resolve().parents[2] / "shared"))
     info = model.inspect(model.prepare(cache_dir).dynamic)
-    engine = backends.create("onnxruntime", info, args.precision, cache_dir=cache_dir, dataset=ds)
+    engine = engines.create("onnxruntime", info, args.precision, engines.EngineContext(cache_dir, ds))
     settings = bench.Settings(args.warmup, args.min_duration)
     fps = [bench.measure(engine, ds, case, settings).fps for _ in range(args.runs)]
     print(json.dumps({"precision": args.precision, "case": case.name, "settings": vars(settings),

@@ -11,6 +11,8 @@ import os
 import sys
 from pathlib import Path
 
+import numpy as np
+
 from . import accuracy, bench, cache, data, engines, environment, model, report
 from .baselines import BaselineStore
 from .data import Dataset
@@ -50,7 +52,7 @@ def _add_engine(p: argparse.ArgumentParser, precision: bool = True) -> None:
     p.add_argument("--calib-seed", type=int, help="seed of the calibration image draw (engine option)")
     p.add_argument("--calib-method", help="INT8 calibrator: MinMax, Entropy, Percentile (engine option)")
     p.add_argument("--int8-format", help="onnxruntime's quantized model form (engine option)")
-    p.add_argument("--baselines", help=f"your baselines folder: read first, and where --save-baseline writes "
+    p.add_argument("--baselines", help="your baselines folder: read first, and where --save-baseline writes "
                                        "(default $FACENET_HARNESS_BASELINES; the shipped baselines are read below it)")
     p.add_argument("--json", help="write the report here")
 

@@ -78,18 +78,6 @@ class Comparison:
         order = np.argsort(self.cosine)[:n]
         return [(self.keys[i], float(self.cosine[i])) for i in order]
 
-    def table(self, label: str = "") -> str:
-        """Compact statistics and the worst samples, for a CI log."""
-        s, t = self.stats, self.tolerance
-        lines = [f"conformance {label}: {'PASS' if self.passed else 'FAIL: ' + '; '.join(self.failures)}",
-                 f"  cosine   min {s['min_cosine']:.6f} (>= {t.min_cosine})  p1 {s['p1_cosine']:.6f}  "
-                 f"mean {s['mean_cosine']:.6f} (>= {t.mean_cosine})",
-                 f"  abs err  max {s['max_abs']:.3e}  mean {s['mean_abs']:.3e}  p99 {s['p99_abs']:.3e}  (atol {t.atol:g})",
-                 f"  rel err  max {s['max_rel']:.3e}  mean {s['mean_rel']:.3e}  p99 {s['p99_rel']:.3e}  (rtol {t.rtol:g})",
-                 f"  elements failing atol AND rtol: {s['element_failures']}   NaN/Inf: {s['nonfinite']}",
-                 "  worst samples: " + ", ".join(f"{k} ({c:.5f})" for k, c in self.worst())]
-        return "\n".join(lines)
-
 
 def compare(reference: np.ndarray, candidate: np.ndarray, keys: list[str], tolerance: Tolerance) -> Comparison:
     reference = np.asarray(reference, np.float64)

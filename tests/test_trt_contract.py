@@ -16,7 +16,6 @@ import pytest
 
 from harness import cache
 from harness.engines import EngineContext
-from harness.engines import cuda as cuda_mod
 from harness.engines import tensorrt as trt_engine
 from harness.errors import HarnessError
 from harness.model import ModelInfo
