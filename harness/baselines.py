@@ -32,7 +32,7 @@ ACCURACY_MARGIN = 0.002  # 12 of 6,000 pair decisions
 AUC_MARGIN = 0.001
 PRECISION_MARGINS = {"fp32": (ACCURACY_MARGIN, AUC_MARGIN), "fp16": (ACCURACY_MARGIN, AUC_MARGIN),
                      "int8": (ACCURACY_MARGIN + 0.003, AUC_MARGIN + 0.001)}
-DEFAULT_PERF_TOLERANCE = 0.20
+DEFAULT_PERF_TOLERANCE = 0.10  # judged on the canary-normalised ratio's confidence interval (perfstats)
 
 
 def shipped_folder() -> Path:
@@ -164,44 +164,93 @@ class BaselineStore:
             reasons.append(why)
         return None, "; ".join(reasons)
 
-    # --- performance baselines, keyed by device fingerprint -----------------------------------------
+    # --- performance baselines: matched by identity, recording the software stack --------------------
 
     def perf_entries(self) -> list[dict]:
         out = []
         for base in self.layers:
-            out += _read_json(base / PERF_FILE, "performance baselines", {"entries": []})["entries"]
+            doc = _read_json(base / PERF_FILE, "performance baselines", {"entries": []})
+            for e in doc["entries"]:
+                if "identity" not in e:
+                    raise HarnessError(f"{base / PERF_FILE}: an entry without 'identity' (an older format); record "
+                                       "it again with 'facenet-harness bench --save-baseline' or 'make perf-baseline'.")
+                out.append({**e, "file": str(base / PERF_FILE)})
         return out
 
-    def perf_baseline(self, fingerprint: dict, case: str) -> tuple[dict | None, str]:
-        """(baseline, '') for this exact fingerprint and case, or (None, the reason there is none)."""
-        entries = self.perf_entries()
-        same = [e for e in entries if e["fingerprint"] == fingerprint]
-        if not same:
-            near = [e["fingerprint"] for e in entries
-                    if e["fingerprint"].get("backend") == fingerprint.get("backend")
-                    and e["fingerprint"].get("precision") == fingerprint.get("precision")]
-            hint = f"; baselines exist for {near}" if near else ""
-            return None, (f"no performance baseline in {self.describe()} matches {fingerprint}{hint}. "
-                          "Save one on this machine with 'make perf-baseline' (or bench --save-baseline).")
-        if case not in same[0]["results"]:
-            return None, f"the baseline entry for {fingerprint} has no result for {case}"
-        return same[0]["results"][case], ""
+    def perf_baseline(self, identity: dict, case: str) -> tuple[dict | None, str]:
+        """(baseline, '') whose identity matches this run's and which has ``case``, or (None, why none does).
 
-    def save_perf(self, fingerprint: dict, results: dict[str, float], source: str,
-                  tolerance: float = DEFAULT_PERF_TOLERANCE) -> Path:
-        """Record (or update) the throughput of each case for this fingerprint."""
+        The policy (baselines/README.md): every identity field the baseline records must equal this run's;
+        a field the baseline does not record (the seed figures of another deployment) matches anything
+        and is named in ``unmatched``. The software stack never takes part in the match: it is compared.
+        """
+        entries = self.perf_entries()
+        same = [e for e in entries if identity_matches(e["identity"], identity)]
+        if not same:
+            near = [e["identity"] for e in entries if e["identity"].get("backend") == identity.get("backend")
+                    and e["identity"].get("precision") == identity.get("precision")]
+            hint = ""
+            if near:
+                hint = "; differing fields of the nearest: " + ", ".join(_differences(near[0], identity))
+            return None, (f"no performance baseline in {self.describe()} for this engine, precision, model and "
+                          f"device{hint}. Record one on this machine with 'make perf-baseline' "
+                          "(or facenet-harness bench --save-baseline).")
+        # the most specific match first (most identity fields recorded)
+        same.sort(key=lambda e: -len(e["identity"]))
+        for e in same:
+            if case in e["results"]:
+                unmatched = sorted(set(identity) - set(e["identity"]))
+                return {**e["results"][case], "identity": e["identity"], "stack": e.get("stack", {}),
+                        "source": e.get("source", ""), "host": e.get("host"), "recorded": e.get("recorded"),
+                        "unmatched": unmatched, "file": e["file"]}, ""
+        return None, f"the matching baseline entry in {same[0]['file']} has no result for {case}"
+
+    def save_perf(self, identity: dict, stack: dict, results: dict[str, dict], source: str, host: str,
+                  recorded: str, tolerance: float = DEFAULT_PERF_TOLERANCE) -> Path:
+        """Record (or update) this identity's results: per case the median fps, the tolerance and the
+        paired per-step samples (throughput and canary) that later runs are compared with."""
         path = self.writable() / PERF_FILE
         doc = _read_json(path, "performance baselines", {"entries": []})
         entries = doc.setdefault("entries", [])
-        entry = next((e for e in entries if e["fingerprint"] == fingerprint), None)
+        entry = next((e for e in entries if e.get("identity") == identity), None)
         if entry is None:
-            entry = {"fingerprint": fingerprint, "results": {}}
+            entry = {"identity": identity, "results": {}}
             entries.append(entry)
-        entry["source"] = source
-        for case, fps in results.items():
-            entry["results"][case] = {"fps": round(fps, 3), "tolerance": tolerance}
-        cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        entry.update(stack=stack, source=source, host=host, recorded=recorded)
+        for case, r in results.items():
+            entry["results"][case] = {**r, "tolerance": tolerance}
+        cache.atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
         return path
+
+
+def identity_matches(recorded: dict, current: dict) -> bool:
+    """Every field the baseline records equals this run's (nested dicts field by field)."""
+    for key, value in recorded.items():
+        if key not in current:
+            return False
+        if isinstance(value, dict) and isinstance(current[key], dict):
+            if not identity_matches(value, current[key]):
+                return False
+        elif value != current[key]:
+            return False
+    return True
+
+
+def _differences(recorded: dict, current: dict, prefix: str = "") -> list[str]:
+    out = []
+    for key, value in recorded.items():
+        cur = current.get(key)
+        if isinstance(value, dict) and isinstance(cur, dict):
+            out += _differences(value, cur, f"{prefix}{key}.")
+        elif value != cur:
+            out.append(f"{prefix}{key} {value!r} (here {cur!r})")
+    return out
+
+
+def stack_changes(recorded: dict, current: dict) -> list[str]:
+    """'key: old -> new' for each software-stack field that differs from the baseline's."""
+    return [f"{k}: {recorded.get(k)} -> {current.get(k)}" for k in sorted(set(recorded) | set(current))
+            if recorded.get(k) != current.get(k)]
 
 
 def judge_accuracy(summary: dict, gate: dict | None, reference: dict | None = None,
@@ -220,13 +269,6 @@ def judge_accuracy(summary: dict, gate: dict | None, reference: dict | None = No
         checks.append(Check.within("accuracy_delta_vs_reference", summary["accuracy_mean"] - reference["accuracy_mean"],
                                    max_delta))
     return Verdict.combine(c.verdict for c in checks), checks
-
-
-def judge_perf(fps: float, baseline: dict) -> Check:
-    """FAIL when throughput is below the baseline by more than the baseline's own tolerance."""
-    floor = baseline["fps"] * (1.0 - baseline["tolerance"])
-    return Check.at_least("fps", fps, floor, why=f"{fps / baseline['fps']:.3f}x of {baseline['fps']:.1f}, "
-                                                   f"-{baseline['tolerance']:.0%} allowed")
 
 
 def _golden_paths(base: Path, digest: str) -> tuple[Path, Path]:

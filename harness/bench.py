@@ -1,30 +1,38 @@
-"""Throughput measurement core, shared by ``facenet-harness bench`` and the pytest-benchmark tests.
+"""Throughput measurement core, shared by ``facenet-harness bench``, the gate and the pytest-benchmark tests.
 
 A case is a view at a batch size:
   * ``compute``: the engine call on a batch already preprocessed in memory (real LFW crops, never
-    zeros);
-  * ``pipeline``: decode + crop + preprocess + infer, overlapped as the accuracy gate runs it (for
-    GPU engines the view that includes host<->device copies).
-Each measurement warms up for a fixed time, then times single steps until both a minimum
-duration and a minimum number of rounds are reached; throughput is images / total timed seconds,
-latency percentiles are per step.
+    zeros); engines with ``Capability.COMPUTE_ONLY`` time execution alone on data already on the device;
+  * ``pipeline``: a continuous decode -> crop -> preprocess -> infer stream in steady state (what a
+    deployment sustains): background threads keep decoding the next batches while the engine runs.
+Each measurement warms up for a fixed time, then times single steps until both a minimum duration and
+a minimum number of rounds are reached. The timed steps form ``perfstats.MAX_BLOCKS`` consecutive
+blocks; on CPU engines a burst of a fixed canary workload (a float32 GEMM in numpy) runs before each
+block, outside the engine's clock: its rate tells how fast the machine was then, so a busy neighbour
+can be told from a slower engine (``harness.perfstats``). An unstable series is measured again, up to
+``Settings.max_attempts``.
 """
 from __future__ import annotations
 
+import collections
+import concurrent.futures
 import dataclasses
 import math
+import os
 import time
 from typing import Any, Callable
 
 import numpy as np
 
-from . import accuracy
-from .engines import Capability, Engine
+from . import environment, perfstats
 from .data import Dataset
-from .environment import cpu_count
+from .engines import Capability, Engine
 
 BATCHES = (1, 8, 64)
-PIPELINE_BATCHES_PER_STEP = 2
+PIPELINE_POOL_BATCHES = 4  # the stream cycles over this many different batches of protocol images
+PIPELINE_PREFETCH = 2
+CANARY_SIZE = 512  # a 512^3 float32 GEMM: about 1 ms on this 2-core VM
+CANARY_BURST = 9  # runs per block; their median is the block's canary rate
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,15 +53,83 @@ class Settings:
     warmup_s: float = 2.0
     min_duration_s: float = 6.0
     min_rounds: int = 5
+    max_attempts: int = 3  # measure again while the series is unstable, at most this often
+    canary: bool = True  # interleave the canary on CPU engines
+
+
+class Canary:
+    """A fixed CPU workload whose rate (runs/s) tracks how much of the machine this process gets."""
+
+    def __init__(self, size: int = CANARY_SIZE):
+        rng = np.random.default_rng(0)
+        self.a = rng.standard_normal((size, size)).astype(np.float32)
+        self.b = rng.standard_normal((size, size)).astype(np.float32)
+
+    def __call__(self) -> float:
+        """Run once; seconds it took."""
+        start = time.perf_counter()
+        np.matmul(self.a, self.b)
+        return time.perf_counter() - start
+
+    def burst(self, runs: int = CANARY_BURST) -> float:
+        """Median seconds of ``runs`` back-to-back runs (the block's canary value)."""
+        return float(np.median([self() for _ in range(runs)]))
+
+
+class LoadMonitor:
+    """How much of the machine *other* processes (and the hypervisor: steal time) used while we measured:
+    system-wide busy CPU time from /proc/stat minus this process's own CPU time, as a fraction of all
+    CPUs over the wall time. None where /proc/stat is unreadable."""
+
+    def __init__(self):
+        self.start = self._read()
+
+    @staticmethod
+    def _read():
+        try:
+            with open("/proc/stat") as f:
+                fields = [int(v) for v in f.readline().split()[1:]]
+        except (OSError, ValueError):
+            return None
+        idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+        busy = sum(fields[:8]) - idle  # user nice system irq softirq steal (guest time is inside user)
+        own = os.times()
+        return time.perf_counter(), busy / os.sysconf("SC_CLK_TCK"), own.user + own.system
+
+    def others_share(self) -> float | None:
+        end = self._read()
+        if self.start is None or end is None:
+            return None
+        wall = end[0] - self.start[0]
+        others = (end[1] - self.start[1]) - (end[2] - self.start[2])
+        return max(0.0, others / max(wall * (os.cpu_count() or 1), 1e-9))
+
+
+def canary_applies(engine: Engine) -> bool:
+    """The canary speaks for CPU engines only: a GPU engine's speed does not follow the host's load."""
+    return getattr(engine, "device_kind", "cpu") == "cpu"
 
 
 @dataclasses.dataclass
 class Measurement:
     case: Case
     images_per_step: int
-    latencies: np.ndarray  # seconds per step
+    latencies: np.ndarray  # seconds per timed step
+    canary: np.ndarray | None  # canary seconds of each step's block (CPU engines)
     last_output: Any = None  # what the last timed step computed
-    indices: list[int] = dataclasses.field(default_factory=list)  # the protocol images one step handles
+    indices: list[int] = dataclasses.field(default_factory=list)  # the protocol images of that step
+    attempts: int = 1
+    stability: perfstats.Stability | None = None
+    load: float | None = None  # share of the CPUs other processes used during the timed steps
+
+    @property
+    def samples(self) -> np.ndarray:
+        """Per-step throughput, images/s."""
+        return self.images_per_step / self.latencies
+
+    @property
+    def canary_rates(self) -> np.ndarray | None:
+        return None if self.canary is None else 1.0 / self.canary
 
     @property
     def fps(self) -> float:
@@ -70,7 +146,9 @@ class Measurement:
                 "rounds": len(self.latencies), "images_per_step": self.images_per_step,
                 "latency_ms": {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)),
                                "p99": float(np.percentile(ms, 99)), "mean": float(np.mean(ms))},
-                "cv": self.cv}
+                "cv": self.cv, "attempts": self.attempts,
+                "canary_per_s": None if self.canary is None else float(np.median(self.canary_rates)),
+                "load": self.load}
 
 
 def probe_batch_indices(dataset: Dataset, batch: int, offset: int = 0) -> list[int]:
@@ -79,27 +157,67 @@ def probe_batch_indices(dataset: Dataset, batch: int, offset: int = 0) -> list[i
     return [(offset + i * (n // batch)) % n for i in range(batch)]
 
 
-def make_step(engine: Engine, dataset: Dataset, case: Case) -> tuple[Callable[[], Any], int, list[int]]:
-    """The callable timed for a case, the images one call handles, and which images those are."""
+class Step:
+    """One timed unit of a case: ``step()`` runs it; ``indices`` are the images the last call handled."""
+
+    def __init__(self, fn: Callable[[], Any], images: int, indices: list[int]):
+        self.fn, self.images, self.indices = fn, images, indices
+
+    def __call__(self):
+        return self.fn()
+
+    def close(self) -> None:
+        pass
+
+
+class PipelineStream(Step):
+    """decode -> crop -> preprocess in background threads, infer in the caller, continuously."""
+
+    def __init__(self, engine: Engine, dataset: Dataset, batch: int, prefetch: int = PIPELINE_PREFETCH):
+        pool = probe_batch_indices(dataset, batch * PIPELINE_POOL_BATCHES, offset=1)
+        self.chunks = [pool[i:i + batch] for i in range(0, len(pool), batch)]
+        self.engine, self.dataset = engine, dataset
+        self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=prefetch)
+        self.next = 0
+        self.pending: collections.deque = collections.deque()
+        for _ in range(prefetch):
+            self._submit()
+        super().__init__(self._step, batch, self.chunks[0])
+
+    def _submit(self):
+        chunk = self.chunks[self.next % len(self.chunks)]
+        self.next += 1
+        self.pending.append((chunk, self.executor.submit(self.dataset.batch, chunk)))
+
+    def _step(self):
+        chunk, future = self.pending.popleft()
+        batch = future.result()
+        self._submit()
+        self.indices = chunk
+        return self.engine.run(batch)
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=True, cancel_futures=True)
+
+
+def make_step(engine: Engine, dataset: Dataset, case: Case) -> Step:
+    """The callable timed for a case."""
     if case.view == "compute":
         indices = probe_batch_indices(dataset, case.batch)
         batch = dataset.batch(indices)
         if Capability.COMPUTE_ONLY in engine.capabilities:  # data already on the device, execution alone
             engine.load_in_place(batch)
-            return engine.execute_in_place, case.batch, indices
-        return (lambda: engine.run(batch)), case.batch, indices
+            return Step(engine.execute_in_place, case.batch, indices)
+        return Step(lambda: engine.run(batch), case.batch, indices)
     if case.view == "pipeline":
-        indices = probe_batch_indices(dataset, case.batch * PIPELINE_BATCHES_PER_STEP, offset=1)
-
-        def step():
-            return accuracy.embed(engine, dataset, case.batch, indices=indices)[indices]
-
-        return step, len(indices), indices
+        return PipelineStream(engine, dataset, case.batch)
     raise ValueError(f"unknown view {case.view!r}")
 
 
-def rounds_for(step: Callable[[], Any], settings: Settings) -> int:
+def rounds_for(step: Callable[[], Any], settings: Settings, canary: Canary | None = None) -> int:
     """Warm up for ``warmup_s`` (at least one call) and size the timed rounds to the minimum duration."""
+    if canary:
+        canary.burst()
     start = time.perf_counter()
     calls = 0
     while calls == 0 or time.perf_counter() - start < settings.warmup_s:
@@ -109,50 +227,104 @@ def rounds_for(step: Callable[[], Any], settings: Settings) -> int:
     return max(settings.min_rounds, math.ceil(settings.min_duration_s / per_call))
 
 
+Timer = Callable[[Callable[[], Any], int, Callable[[], Any] | None], list[float]]
+
+
+def block_starts(rounds: int) -> list[int]:
+    """First round of each block (the same cut ``perfstats.block_values`` makes)."""
+    return [int(b[0]) for b in np.array_split(np.arange(rounds), perfstats.blocks_for(rounds))]
+
+
 def measure(engine: Engine, dataset: Dataset, case: Case, settings: Settings = Settings(),
-            timer: Callable[[Callable[[], Any], int], list[float]] | None = None) -> Measurement:
-    """Warm up, then time ``rounds`` steps; ``timer(step, rounds)`` may delegate the timing (pytest-benchmark)."""
-    step, images, indices = make_step(engine, dataset, case)
-    rounds = rounds_for(step, settings)
+            timer: Timer | None = None) -> Measurement:
+    """Warm up, then time ``rounds`` steps in blocks, a canary burst before each block (CPU engines);
+    again while the series is unstable, up to ``settings.max_attempts``. ``timer(step, rounds, setup)``
+    may delegate the first attempt's timing (pytest-benchmark times a fixture once per test)."""
+    step = make_step(engine, dataset, case)
+    canary = Canary() if settings.canary and canary_applies(engine) else None
     box = {}
 
     def recorded():
         box["out"] = step()
+        box["indices"] = list(step.indices)
 
-    latencies = (timer or _time_steps)(recorded, rounds)
+    try:
+        rounds = rounds_for(step, settings, canary)
+        starts = block_starts(rounds)
+        for attempt in range(1, settings.max_attempts + 1):
+            per_block: list[float] = []
+            counter = [0]
+
+            def setup():
+                if counter[0] in starts:
+                    per_block.append(canary.burst())
+                counter[0] += 1
+
+            run = timer if attempt == 1 and timer else _time_steps
+            monitor = LoadMonitor()
+            latencies = np.asarray(run(recorded, rounds, setup if canary else None), float)
+            load = monitor.others_share()
+            canary_arr = None
+            if canary:
+                sizes = np.diff(starts + [len(latencies)])
+                canary_arr = np.repeat(per_block[-len(starts):], sizes)
+            stable = perfstats.stability(step.images / latencies, None if canary_arr is None else 1.0 / canary_arr,
+                                         load=load)
+            if stable.stable:
+                break
+    finally:
+        step.close()
     out = box.get("out")
     if out is None and Capability.COMPUTE_ONLY in engine.capabilities:  # what the timed in-place executions computed
-        out = engine.fetch_in_place()[:images]
-    return Measurement(case, images, np.asarray(latencies, float), out, indices)
+        out = engine.fetch_in_place()[:step.images]
+    return Measurement(case, step.images, latencies, canary_arr, out, box.get("indices", step.indices), attempt, stable,
+                       load)
 
 
-def _time_steps(step: Callable[[], Any], rounds: int) -> list[float]:
+def _time_steps(step: Callable[[], Any], rounds: int, setup: Callable[[], Any] | None = None) -> list[float]:
     out = []
     for _ in range(rounds):
+        if setup:
+            setup()
         start = time.perf_counter()
         step()
         out.append(time.perf_counter() - start)
     return out
 
 
-def fingerprint(engine: Engine) -> dict:
-    """What a throughput figure depends on: engine, its version, precision, device and cores."""
+def identity(engine: Engine) -> dict:
+    """What a throughput figure is *of*: engine family, precision, model, and the device (CPU: vendor,
+    family/model/stepping, kernel-relevant ISA features, cores; GPU: name and compute capability).
+    A baseline is only ever compared with a run of the same identity."""
     d = engine.describe()
-    fp = {"backend": d["backend"], "precision": d["precision"], "version": d["version"], "device": d["device"]}
-    if d.get("provider") == "CPUExecutionProvider":
-        fp["cpu_count"] = cpu_count()
-    for extra in ("driver", "compute_capability"):
-        if extra in d:
-            fp[extra] = d[extra]
-    return fp
+    ident = {"backend": d["backend"], "precision": d["precision"], "model_sha256": engine.model.sha256}
+    if canary_applies(engine):
+        ident["cpu"] = environment.cpu_identity()
+    else:
+        ident["gpu"] = d.get("device")
+        ident["compute_capability"] = d.get("compute_capability")
+    return ident
 
 
-def pytest_benchmark_timer(benchmark) -> Callable[[Callable[[], Any], int], list[float]]:
-    """A ``timer`` for ``measure`` that lets pytest-benchmark time the rounds (so --benchmark-compare and
-    --benchmark-save see them) and hands back its per-round data."""
+def stack(engine: Engine) -> dict:
+    """The software a throughput figure was measured with: recorded with a baseline and compared (a
+    driver or SDK upgrade is what the gate judges), never part of the match."""
+    d = engine.describe()
+    env = environment.fingerprint()
+    out = {"runtime": f"{d['backend']} {d.get('version')}", "harness": env.get("harness"), "python": env["python"],
+           "numpy": env["numpy"]}
+    for key in ("driver", "api", "provider", "threads"):
+        if d.get(key) is not None:
+            out[key] = str(d[key])
+    return out
 
-    def timer(step, rounds):
-        benchmark.pedantic(step, rounds=rounds, iterations=1, warmup_rounds=0)
+
+def pytest_benchmark_timer(benchmark) -> Timer:
+    """A timer for ``measure`` that lets pytest-benchmark time the rounds (so --benchmark-compare and
+    --benchmark-save see them; the canary runs in its untimed setup) and hands back its per-round data."""
+
+    def timer(step, rounds, setup=None):
+        benchmark.pedantic(step, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
         return list(benchmark.stats.stats.data)
 
     return timer

@@ -14,6 +14,7 @@ transformed ONNX is always compared with the untouched reference, never with its
 from __future__ import annotations
 
 import dataclasses
+import datetime
 import enum
 import sys
 from pathlib import Path
@@ -23,7 +24,8 @@ import numpy as np
 
 from . import accuracy as accuracy_
 from . import bench, cache, compare, data, environment, metrics
-from .baselines import BaselineStore, judge_accuracy, judge_perf
+from . import perfstats
+from .baselines import BaselineStore, judge_accuracy, stack_changes
 from .data import Dataset
 from .engines import Capability, Engine, EngineContext, create
 from .errors import HarnessError
@@ -152,29 +154,42 @@ class PerfRow(_Result):
     case: str
     view: str
     batch: int
-    fps: float
+    fps: float  # images over the timed seconds
+    median_fps: float  # median of the per-step throughputs
     rounds: int
     cv: float
     latency_ms: dict
+    canary_per_s: float | None  # None: the canary does not apply (GPU engines)
+    attempts: int  # measurements taken (again while unstable)
+    stability: str  # why the last one was unstable, or ""
+    load: float | None  # share of the CPUs other processes used while it was timed
     verdict: Verdict
-    check: Check | None
-    baseline: dict | None
     why: str
+    baseline: dict | None  # fps, tolerance, source, recorded, host, stack, unmatched identity fields
+    ratio: float | None  # median throughput / the baseline's
+    ratio_ci: tuple[float, float] | None
+    normalised_ratio: float | None  # by the canary, CPU engines
+    normalised_ci: tuple[float, float] | None
+    stack_changes: list[str]
     split_ms: dict
     measurement: bench.Measurement = dataclasses.field(repr=False, metadata=NO_JSON)
+
+    def __repr__(self) -> str:
+        return f"<PerfRow {self.case}: {self.fps:.1f} images/s, {self.verdict} ({self.why})>"
 
 
 @dataclasses.dataclass(eq=False)
 class PerfResult(_Result):
     engine: dict
-    fingerprint: dict
+    identity: dict
+    stack: dict
     settings: bench.Settings
     rows: list[PerfRow]
     verdict: Verdict
     environment: dict
 
     def __repr__(self) -> str:
-        return f"<PerfResult {self.fingerprint['backend']} {self.fingerprint['precision']}: {self.verdict}>"
+        return f"<PerfResult {self.identity['backend']} {self.identity['precision']}: {self.verdict}>"
 
 
 @dataclasses.dataclass(eq=False)
@@ -333,29 +348,64 @@ class Gate:
 
     def perf(self, engine: Engine, cases: Sequence[bench.Case] = bench.CASES, settings: bench.Settings | None = None,
              timer=None, save_baseline: str | None = None) -> PerfResult:
-        """Throughput per case, each judged against the baseline of this engine's fingerprint."""
+        """Throughput per case, each judged against the baseline of the same identity (harness.perfstats)."""
         settings = settings or bench.Settings()
-        fp = bench.fingerprint(engine)
+        ident, stk = bench.identity(engine), bench.stack(engine)
         measured = []
         for case in cases:
             m = bench.measure(engine, self.dataset, case, settings, timer=timer)
             measured.append(m)
-            self.log(f"  {engine.label} {case.name}: {m.fps:.1f} images/s (cv {m.cv:.1%})")
+            self.log(f"  {engine.label} {case.name}: {m.fps:.1f} images/s (cv {m.cv:.1%}"
+                     + (f", {m.attempts} measurements" if m.attempts > 1 else "") + ")")
         if save_baseline:
-            path = self.store.save_perf(fp, {m.case.name: m.fps for m in measured}, save_baseline)
-            self.log(f"saved the performance baseline for {fp} to {path}")
-        rows = []
-        for m in measured:
-            s = m.summary()
-            baseline, why = self.store.perf_baseline(fp, m.case.name)
-            check = judge_perf(m.fps, baseline) if baseline else None
-            split = dict(engine.timings) if Capability.TIMING_SPLIT in engine.capabilities else {}
-            rows.append(PerfRow(m.case.name, m.case.view, m.case.batch, m.fps, s["rounds"], m.cv, s["latency_ms"],
-                                check.verdict if check else Verdict.NO_BASELINE, check, baseline,
-                                check.why if check else why, split, m))
-        verdict = Verdict.combine(r.verdict for r in rows if r.verdict is not Verdict.NO_BASELINE) \
-            if any(r.check for r in rows) else Verdict.NO_BASELINE
-        return PerfResult(engine.describe(), fp, settings, rows, verdict, environment.fingerprint())
+            results = {}
+            for m in measured:
+                if m.canary is not None:
+                    samples, canary = perfstats.thin(m.samples, m.canary_rates)
+                else:
+                    (samples,), canary = perfstats.thin(m.samples), None
+                results[m.case.name] = {"fps": round(m.fps, 3), "samples": samples,
+                                        **({"canary": canary} if canary else {})}
+            path = self.store.save_perf(ident, stk, results, save_baseline, environment.machine_id(),
+                                        datetime.date.today().isoformat())
+            self.log(f"saved the performance baseline to {path}")
+        rows = [self._perf_row(engine, m, ident, stk) for m in measured]
+        judged = [r.verdict for r in rows if r.verdict is not Verdict.NO_BASELINE]
+        verdict = Verdict.combine(judged) if judged else Verdict.NO_BASELINE
+        return PerfResult(engine.describe(), ident, stk, settings, rows, verdict, environment.fingerprint())
+
+    def _perf_row(self, engine: Engine, m: bench.Measurement, ident: dict, stk: dict) -> PerfRow:
+        s = m.summary()
+        split = dict(engine.timings) if Capability.TIMING_SPLIT in engine.capabilities else {}
+        baseline, why = self.store.perf_baseline(ident, m.case.name)
+        stability = m.stability.why if m.stability and not m.stability.stable else ""
+        common = dict(case=m.case.name, view=m.case.view, batch=m.case.batch, fps=m.fps,
+                      median_fps=float(np.median(m.samples)), rounds=s["rounds"], cv=m.cv,
+                      latency_ms=s["latency_ms"], canary_per_s=s["canary_per_s"], attempts=m.attempts,
+                      stability=stability, load=m.load, split_ms=split, measurement=m)
+        if baseline is None:
+            return PerfRow(**common, verdict=Verdict.NO_BASELINE, why=why, baseline=None, ratio=None, ratio_ci=None,
+                           normalised_ratio=None, normalised_ci=None, stack_changes=[])
+        base_samples = baseline.get("samples") or [baseline["fps"]]
+        base_canary = baseline.get("canary")
+        use_canary = base_canary is not None and m.canary is not None
+        d = perfstats.decide(m.samples, base_samples, baseline["tolerance"],
+                             m.canary_rates if use_canary else None, base_canary if use_canary else None, m.stability)
+        raw, rlo, rhi = perfstats.ratio_ci(m.samples, base_samples)
+        changes = stack_changes(baseline["stack"], stk)
+        notes = [d.why]
+        if changes:
+            notes.append("software changed since the baseline: " + ", ".join(changes))
+        if baseline["unmatched"]:
+            notes.append(f"the baseline does not record {', '.join(baseline['unmatched'])}")
+        if m.canary is None:
+            notes.append("no canary (GPU engine: the host's load does not set its speed)")
+        elif not use_canary:
+            notes.append("the baseline has no canary samples: raw ratio judged")
+        public = {k: v for k, v in baseline.items() if k not in ("samples", "canary")}
+        return PerfRow(**common, verdict=d.verdict, why="; ".join(notes), baseline=public, ratio=raw,
+                       ratio_ci=(rlo, rhi), normalised_ratio=d.normalised_ratio, normalised_ci=d.normalised_ci,
+                       stack_changes=changes)
 
     # --- everything, for a list of engines -------------------------------------------------------------
 

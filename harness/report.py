@@ -81,23 +81,34 @@ def conformance_text(r: "ConformanceResult") -> str:
     return "\n".join(lines)
 
 
+def _ci(value, ci) -> str:
+    return "-" if value is None else f"{value:.3f} [{ci[0]:.3f}, {ci[1]:.3f}]"
+
+
+def _baseline_text(b: dict | None) -> str:
+    if not b:
+        return "none"
+    st = b.get("stack", {})
+    return f"{b['fps']:.1f} ({st.get('runtime', '?')}, {b.get('recorded') or b.get('source', '')})"
+
+
 def _perf_row_text(row) -> str:
     lat = row.latency_ms
-    judged = (f"{row.check.value:.1f} vs floor {row.check.min:.1f} ({row.why}): {row.verdict}" if row.check
-              else f"{row.verdict}")
-    return (f"  {row.case:14s} {row.fps:10.1f} {lat['median']:10.2f} {lat['p90']:8.2f} {lat['p99']:8.2f} "
-            f"{row.cv:6.1%}  {judged}")
+    return (f"  {row.case:14s} {row.fps:10.1f} {lat['median']:10.2f} {lat['p90']:8.2f} {row.cv:6.1%}  "
+            f"{_baseline_text(row.baseline):28s} {_ci(row.ratio, row.ratio_ci):24s} "
+            f"{_ci(row.normalised_ratio, row.normalised_ci):24s} {row.verdict}\n"
+            f"  {'':14s} why: {row.why}")
 
 
 def perf_text(r: "PerfResult") -> str:
-    fp = r.fingerprint
-    lines = [f"FaceNet throughput: {fp['backend']} {fp['version']} {fp['precision']} on {fp['device']}"
-             + (f" x{fp['cpu_count']}" if "cpu_count" in fp else ""),
-             f"  {'case':14s} {'images/s':>10s} {'median ms':>10s} {'p90 ms':>8s} {'p99 ms':>8s} {'cv':>6s}  baseline"]
+    ident = r.identity
+    device = ident.get("gpu") or (ident.get("cpu") or {}).get("name")
+    lines = [f"FaceNet throughput: {r.stack.get('runtime')} {ident['precision']} on {device}"
+             + (f" x{ident['cpu']['cores']}" if "cpu" in ident else ""),
+             f"  {'case':14s} {'images/s':>10s} {'median ms':>10s} {'p90 ms':>8s} {'cv':>6s}  {'baseline':28s} "
+             f"{'ratio [95% CI]':24s} {'canary-normalised':24s} verdict"]
     lines += [_perf_row_text(row) for row in r.rows]
     lines.append(f"VERDICT: {r.verdict}")
-    if r.verdict is Verdict.NO_BASELINE and r.rows:
-        lines.append("  " + r.rows[0].why)
     return "\n".join(lines)
 
 
@@ -121,14 +132,15 @@ def _row_markdown(row: "GateRow") -> list[str]:
         s, t = c.stats, c.tolerance
         lines.append(f"| min / mean cosine | {s['min_cosine']:.6f} / {s['mean_cosine']:.6f} | "
                      f">= {t.min_cosine} / {t.mean_cosine} | {c.verdict} |")
-    if p:
-        for r in p.rows:
-            if r.check is None:
-                lines.append(f"| FPS {r.case} | {r.fps:.1f} (cv {r.cv:.1%}) | no baseline for this machine | {r.verdict} |")
-            else:
-                lines.append(f"| FPS {r.case} | {r.fps:.1f} (cv {r.cv:.1%}; {r.why}) | >= {r.check.min:.1f} | "
-                             f"{r.verdict} |")
     lines.append("")
+    if p:
+        lines += ["| perf case | images/s | CV | baseline (stack, recorded) | ratio [95% CI] | canary-normalised [95% CI] "
+                  "| verdict | why |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        for r in p.rows:
+            lines.append(f"| {r.case} | {r.fps:.1f} | {r.cv:.1%} | {_baseline_text(r.baseline)} | "
+                         f"{_ci(r.ratio, r.ratio_ci)} | {_ci(r.normalised_ratio, r.normalised_ci)} | {r.verdict} | "
+                         f"{r.why} |")
+        lines.append("")
     return lines
 
 

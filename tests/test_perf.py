@@ -1,16 +1,29 @@
-"""Throughput gate: every selected engine and case, timed by pytest-benchmark, judged by the perf baselines.
+"""Throughput, in two parts.
 
-Run ``pytest -m perf`` (add ``--benchmark-autosave`` to keep the run, ``--benchmark-compare`` to compare
-with the last saved one). ``make perf-baseline`` records this machine's figures.
+``pytest -m perf``: every selected engine and case timed by pytest-benchmark (``--benchmark-autosave``
+keeps the run, ``--benchmark-compare`` compares with the last saved one) and judged statistically
+against the baseline of the same identity (``harness.perfstats``). A baseline recorded on another
+machine is reported, never asserted (a CI host is not the host that recorded it).
+
+The rest asserts what one run can prove on any machine, each by interleaved measurements in the same
+process: the harness adds no overhead to a bare session loop, INT8 is faster than FP32, batch 64 is not
+slower per image than batch 1, and the comparison mechanism passes a baseline recorded in the same run
+and fails the same engine made 1.4x slower.
 """
+import time
+import warnings
+
 import numpy as np
 import pytest
 
-from harness import accuracy, bench
-from harness.baselines import BaselineStore, judge_perf
+from harness import accuracy, bench, environment
+from harness.baselines import BaselineStore, identity_matches, stack_changes
+from harness.engines import Engine
+from harness.gate import Gate
 from harness.verdicts import Verdict
 
 SETTINGS = bench.Settings()
+QUICK = bench.Settings(warmup_s=0.5, min_duration_s=2.0, min_rounds=10)
 
 
 @pytest.mark.perf
@@ -20,48 +33,157 @@ def test_throughput(facenet_engine, facenet_gate, facenet_lfw, facenet_store, ca
     result = facenet_gate.perf(facenet_engine, [case], SETTINGS, timer=bench.pytest_benchmark_timer(benchmark))
     row = result.rows[0]
     benchmark.extra_info.update({"fps": row.fps, "batch": case.batch, "view": case.view, "latency_ms": row.latency_ms,
-                                 "cv": row.cv, "fingerprint": result.fingerprint, "verdict": row.verdict.value,
-                                 "why": row.why, **({"split_ms": row.split_ms} if row.split_ms else {})})
+                                 "cv": row.cv, "identity": result.identity, "stack": result.stack,
+                                 "verdict": row.verdict.value, "why": row.why, "ratio": row.ratio,
+                                 "normalised_ratio": row.normalised_ratio,
+                                 **({"split_ms": row.split_ms} if row.split_ms else {})})
     # TEST01: what the engine computed while being timed equals the accuracy path's embeddings
     m = row.measurement
     expected = accuracy.embed(facenet_engine, facenet_lfw, 64, indices=m.indices)[m.indices]
     atol = facenet_store.precision_tolerance(facenet_engine.precision)["atol"]
     assert np.abs(np.asarray(m.last_output) - expected).max() <= atol
+    print(f"{case.name}: {row.fps:.1f} images/s, {row.verdict}: {row.why}")
     if row.verdict is Verdict.NO_BASELINE:
         pytest.skip(row.why)
-    assert row.verdict is not Verdict.FAIL, f"{case.name}: {row.fps:.1f} images/s, {row.why}"
+    if row.verdict is Verdict.FAIL:
+        if row.baseline.get("host") != environment.machine_id():
+            warnings.warn(f"{facenet_engine.label} {case.name}: FAIL against a baseline recorded on another host "
+                          f"({row.why}); not asserted here", stacklevel=1)
+            return
+        pytest.fail(f"{case.name}: {row.fps:.1f} images/s: {row.why}")
 
 
-def test_perf_gate_rules():
-    base = {"fps": 100.0, "tolerance": 0.1}
-    assert judge_perf(95.0, base).verdict is Verdict.PASS
-    assert judge_perf(90.0, base).verdict is Verdict.PASS
-    low = judge_perf(89.9, base)
-    assert low.verdict is Verdict.FAIL and low.min == pytest.approx(90.0)
+class Slowed(Engine):
+    """The same engine with its inference made ``factor`` times slower (it waits after each batch for
+    (factor - 1) times what the batch took), nothing else changed: same identity, same stack."""
+
+    def __init__(self, inner: Engine, factor: float):
+        self.inner, self.factor = inner, factor
+        self.name, self.precisions, self.device_kind = inner.name, inner.precisions, inner.device_kind
+        super().__init__(inner.model, inner.precision, inner.context)
+
+    def _run(self, batch):
+        start = time.perf_counter()
+        out = self.inner.run(batch)
+        time.sleep((self.factor - 1) * (time.perf_counter() - start))
+        return out
+
+    def describe(self):
+        return self.inner.describe()
 
 
-def test_unmatched_fingerprint_says_why(tmp_path, facenet_store):
-    fp = {"backend": "onnxruntime", "precision": "fp32", "version": "0.0", "device": "nowhere", "cpu_count": 1}
-    baseline, why = facenet_store.perf_baseline(fp, "compute-b64")
-    assert baseline is None and "no performance baseline" in why and "make perf-baseline" in why
-    mine = BaselineStore(tmp_path / "mine")
-    mine.save_perf(fp, {"compute-b64": 42.0}, "test")
-    got, why = mine.perf_baseline(fp, "compute-b64")
-    assert got == {"fps": 42.0, "tolerance": 0.2} and why == ""
-    missing, why = mine.perf_baseline(fp, "compute-b1")
-    assert missing is None and "no result for compute-b1" in why
+def _interleaved(a, b, pairs: int) -> float:
+    """Median over ``pairs`` of time(a) / time(b), the two run alternately."""
+    ratios = []
+    for _ in range(pairs):
+        t0 = time.perf_counter()
+        a()
+        t1 = time.perf_counter()
+        b()
+        t2 = time.perf_counter()
+        ratios.append((t1 - t0) / (t2 - t1))
+    return float(np.median(ratios))
 
 
-def test_perf_result_is_judged_against_a_saved_baseline(facenet_reference, facenet_gate, tmp_path):
-    """The perf path end to end: a baseline saved by one run judges the next; an impossible one FAILs."""
-    from harness.gate import Gate
+def test_harness_call_adds_no_overhead_to_a_bare_session(facenet_reference, facenet_lfw):
+    batch = facenet_lfw.batch(bench.probe_batch_indices(facenet_lfw, 8))
+    session, name = facenet_reference.session, facenet_reference.model.input_name
 
-    gate = Gate(facenet_gate.dataset, facenet_gate.reference, store=BaselineStore(tmp_path / "mine"),
+    def bare():
+        session.run(None, {name: batch})
+
+    def harness():
+        facenet_reference.run(batch)
+
+    for _ in range(3):
+        bare(), harness()
+    ratio = _interleaved(harness, bare, 40)
+    print(f"harness / bare session time: {ratio:.3f}")
+    assert ratio <= 1.05
+
+
+def test_int8_is_faster_than_fp32_here(facenet_engines, facenet_lfw):
+    batch = facenet_lfw.batch(bench.probe_batch_indices(facenet_lfw, 8))
+    fp32, int8 = facenet_engines("onnxruntime", "fp32"), facenet_engines("onnxruntime", "int8")
+    for _ in range(3):
+        fp32.run(batch), int8.run(batch)
+    ratio = _interleaved(lambda: fp32.run(batch), lambda: int8.run(batch), 30)
+    print(f"fp32 / int8 time on a batch of 8: {ratio:.2f}x ({environment.cpu_identity()['isa']})")
+    assert ratio > 1.0
+
+
+def test_batch_64_is_not_slower_per_image_than_batch_1(facenet_reference, facenet_lfw):
+    b64 = facenet_lfw.batch(bench.probe_batch_indices(facenet_lfw, 64))
+    b1 = b64[:1]
+    facenet_reference.run(b64), facenet_reference.run(b1)
+
+    def sixty_four_singles():
+        for i in range(64):
+            facenet_reference.run(b64[i:i + 1])
+
+    ratio = _interleaved(sixty_four_singles, lambda: facenet_reference.run(b64), 8)
+    print(f"64 x batch-1 / one batch-64 time: {ratio:.2f}x")
+    assert ratio >= 1.0
+
+
+@pytest.fixture
+def own_gate(facenet_gate, tmp_path):
+    return Gate(facenet_gate.dataset, facenet_gate.reference, store=BaselineStore(tmp_path / "mine"),
                 cache_dir=facenet_gate.cache_dir, log=None, progress=False)
-    quick = bench.Settings(warmup_s=0.0, min_duration_s=0.2, min_rounds=2)
-    case = [bench.Case("compute", 1)]
-    first = gate.perf(facenet_reference, case, quick, save_baseline="this test")
-    assert first.rows[0].verdict is Verdict.PASS and first.rows[0].baseline["fps"] == pytest.approx(first.rows[0].fps, rel=1e-3)
-    gate.store.save_perf(first.fingerprint, {"compute-b1": first.rows[0].fps * 100}, "a figure 100x too high")
-    second = gate.perf(facenet_reference, case, quick)
-    assert second.verdict is Verdict.FAIL and second.rows[0].check.value < second.rows[0].check.min
+
+
+def test_comparison_passes_itself_and_fails_a_real_slowdown(facenet_reference, own_gate):
+    """A baseline recorded in this run judges the next measurement (PASS or, when the machine is too
+    noisy to decide, INCONCLUSIVE; never FAIL), and the same engine 1.4x slower FAILs."""
+    case = [bench.Case("compute", 8)]
+    first = own_gate.perf(facenet_reference, case, QUICK, save_baseline="this test")
+    assert first.rows[0].verdict is not Verdict.FAIL, first.rows[0].why
+    again = own_gate.perf(facenet_reference, case, QUICK)
+    print("same engine:", again.rows[0].why)
+    assert again.rows[0].verdict in (Verdict.PASS, Verdict.INCONCLUSIVE), again.rows[0].why
+    slow = own_gate.perf(Slowed(facenet_reference, 1.4), case, QUICK)
+    print("1.4x slower:", slow.rows[0].why)
+    assert slow.rows[0].verdict is Verdict.FAIL, slow.rows[0].why
+    assert slow.rows[0].normalised_ratio == pytest.approx(1 / 1.4, rel=0.12)
+
+
+def test_a_driver_upgrade_is_compared_not_skipped(own_gate, facenet_reference):
+    """Same device, another SDK/driver in the engine's stack: the old baseline applies and the change is shown."""
+    case = bench.Case("compute", 1)
+    result = own_gate.perf(facenet_reference, [case], QUICK, save_baseline="driver A")
+    ident, stack = result.identity, result.stack
+    path = own_gate.store.writable() / "perf.json"
+    import json
+
+    doc = json.loads(path.read_text())
+    doc["entries"][0]["stack"] = {**stack, "runtime": "onnxruntime 1.31.0", "driver": "535.54"}
+    path.write_text(json.dumps(doc))
+    baseline, why = own_gate.store.perf_baseline(ident, case.name)
+    assert baseline is not None, why
+    upgraded = own_gate.perf(facenet_reference, [case], QUICK)
+    row = upgraded.rows[0]
+    assert row.verdict is not Verdict.NO_BASELINE
+    assert any(c.startswith("runtime: onnxruntime 1.31.0 -> onnxruntime ") for c in row.stack_changes)
+    assert any(c.startswith("driver: 535.54 -> ") for c in row.stack_changes)
+    assert "software changed since the baseline" in row.why
+
+
+def test_identity_policy():
+    here = {"backend": "ixrt", "precision": "fp16", "model_sha256": "abc", "gpu": "Iluvatar MR-V100",
+            "compute_capability": "7.1"}
+    seed = {"backend": "ixrt", "precision": "fp16", "gpu": "Iluvatar MR-V100"}
+    assert identity_matches(seed, here)  # the seed figures reach a real MR-V100 on any driver
+    assert not identity_matches({**seed, "gpu": "Iluvatar BI-V150"}, here)
+    cpu = {"backend": "onnxruntime", "precision": "fp32", "cpu": {"family": "25", "isa": ["avx2"], "cores": 2}}
+    assert not identity_matches(cpu, {**cpu, "cpu": {"family": "26", "isa": ["avx2"], "cores": 2}})
+    assert not identity_matches(cpu, {**cpu, "cpu": {"family": "25", "isa": ["avx2", "avx512_vnni"], "cores": 2}})
+    assert stack_changes({"runtime": "ixrt 4.2.0", "driver": "1"}, {"runtime": "ixrt 4.3.0", "driver": "1"}) == \
+        ["runtime: ixrt 4.2.0 -> ixrt 4.3.0"]
+
+
+def test_seed_mr_v100_figures_are_reachable(facenet_store):
+    here = {"backend": "ixrt", "precision": "int8", "model_sha256": "any", "gpu": "Iluvatar MR-V100",
+            "compute_capability": "7.1"}
+    baseline, why = facenet_store.perf_baseline(here, "compute-b64")
+    assert baseline is not None and baseline["fps"] == 14274.306 and baseline["tolerance"] == 0.05, why
+    assert baseline["unmatched"] == ["compute_capability", "model_sha256"]

@@ -16,6 +16,7 @@ from harness.errors import HarnessError
 
 ENGINE = '''
 import importlib.util
+import time
 
 from harness.engines import Availability, Engine, Option
 
@@ -25,7 +26,8 @@ class DummyEngine(Engine):
 
     name = "dummy"
     precisions = ("fp32",)
-    options = (Option("threads", int, 1, "intra-op threads"),)
+    options = (Option("threads", int, 1, "intra-op threads"),
+               Option("slowdown", float, 1.0, "a regression to simulate: each batch takes this many times longer"))
 
     @classmethod
     def availability(cls):
@@ -40,7 +42,10 @@ class DummyEngine(Engine):
         self.session = ort.InferenceSession(str(model.path), opts, providers=["CPUExecutionProvider"])
 
     def _run(self, batch):
-        return self.session.run(None, {self.model.input_name: batch})[0]
+        start = time.perf_counter()
+        out = self.session.run(None, {self.model.input_name: batch})[0]
+        time.sleep((self.settings["slowdown"] - 1) * (time.perf_counter() - start))
+        return out
 
     def describe(self):
         return {"backend": self.name, "version": "0.1", "device": "cpu", "precision": self.precision}
@@ -146,3 +151,16 @@ def test_engine_options_are_declared_and_checked(facenet_reference_model):
     with engines.create("onnxruntime", facenet_reference_model, "fp32") as engine:
         assert not engine.closed
     assert engine.closed
+
+
+def test_bench_exits_1_on_a_real_slowdown(plugin_site, tmp_path, facenet_lfw):
+    """A baseline saved on this machine, then the same engine 1.4x slower (nothing else changed): FAIL, exit 1."""
+    _, env = plugin_site
+    common = cli_cmd() + ["bench", "--backend", "dummy", "--cases", "compute-b8", "--warmup", "0.5",
+                          "--min-duration", "3", "--min-rounds", "12", "--baselines", str(tmp_path / "mine")]
+    saved = run(common + ["--save-baseline", "before the regression"], env, tmp_path)
+    assert saved.returncode in (0, 4), saved.stdout + saved.stderr  # PASS, or INCONCLUSIVE on a noisy machine
+    slow = run(common + ["--engine-option", "slowdown=1.4", "--json", str(tmp_path / "slow.json")], env, tmp_path)
+    doc = json.loads((tmp_path / "slow.json").read_text())
+    assert slow.returncode == 1 and doc["verdict"] == "FAIL", slow.stdout + slow.stderr
+    assert doc["rows"][0]["normalised_ratio"] < 0.85

@@ -12,6 +12,8 @@ declared in ``capabilities``:
     ``fetch_in_place()`` time execution alone on data already on the device;
   * ``Capability.TIMING_SPLIT``: ``timings`` holds copy-in / compute / copy-out milliseconds of the
     last batch.
+``device_kind`` ("cpu" or "gpu") says where it computes: a CPU engine's throughput is keyed by the
+CPU's identity and normalised by a CPU canary, a GPU engine's by the GPU's name and compute capability.
 ``availability()`` must be cheap and must not import a heavy SDK (``importlib.util.find_spec``).
 """
 from __future__ import annotations
@@ -82,6 +84,7 @@ class Engine(abc.ABC):
     precisions: ClassVar[tuple[str, ...]]
     options: ClassVar[tuple[Option, ...]] = ()
     capabilities: ClassVar[Capability] = Capability.NONE
+    device_kind: ClassVar[str] = "cpu"  # "cpu" or "gpu": where it computes (perf identity, canary)
 
     @classmethod
     def availability(cls) -> Availability:

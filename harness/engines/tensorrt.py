@@ -141,6 +141,7 @@ class TensorRTEngine(Engine):
         *CALIBRATION_OPTIONS,
     )
     capabilities = Capability.COMPUTE_ONLY | Capability.TIMING_SPLIT
+    device_kind = "gpu"
     sdk_modules = SDK_MODULES["tensorrt"]
 
     @classmethod

@@ -1,0 +1,154 @@
+"""Deciding a throughput verdict from samples, not from one number.
+
+A measurement is a series of per-step throughputs (images/s); on CPU engines each step is paired with
+one run of a fixed canary workload (a float32 GEMM in numpy) just before it. The series is cut into
+consecutive blocks; each block gives one value, its median throughput divided by its median canary
+rate (CPU engines) or its median throughput (GPU engines). The decision, after asv / pyperf / Google
+benchmark's compare.py, in three parts:
+
+1. **Stability.** When the block values vary (robust CV over ``CV_LIMIT``) or the first half of the
+   run differs from the second by more than ``LEVEL_GAP`` (a busy neighbour came or went: "two
+   levels", or drift), or when other processes used more than ``LOAD_LIMIT`` of the CPUs meanwhile
+   (/proc/stat, steal time included: the canary alone over- or under-reacts to a busy core), the
+   measurement is
+   unstable: the caller measures again up to a budget, and if it stays unstable the verdict is
+   INCONCLUSIVE, with the reason.
+2. **Ratio and its confidence interval.** ratio = median(current blocks) / median(baseline blocks),
+   with a bootstrap 95% confidence interval (each series' blocks resampled independently). Normalised
+   by the canary, a neighbour that slows the whole machine slows the canary as much; a slower engine
+   does not slow the canary.
+3. **Verdict.** FAIL only when the whole interval lies below ``1 - tolerance`` (the slowdown is both
+   significant and beyond the tolerance); PASS when the whole interval lies at or above it;
+   otherwise INCONCLUSIVE (the interval straddles the floor: this measurement cannot decide).
+"""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+from .verdicts import Verdict
+
+CV_LIMIT = 0.10  # of the block values
+LEVEL_GAP = 0.10  # between the first and the second half of the blocks
+LOAD_LIMIT = 0.15  # share of all CPUs other processes (or the hypervisor) may use while we measure
+MAX_BLOCKS = 8
+BOOTSTRAP = 2000
+CONFIDENCE = 0.95
+MAX_BASELINE_SAMPLES = 200
+
+
+def blocks_for(n: int) -> int:
+    return max(1, min(MAX_BLOCKS, n))
+
+
+def block_values(samples, canary=None) -> np.ndarray:
+    """The series cut into consecutive blocks; per block the median throughput, divided by the median
+    canary rate of the same block when given. Blocks (not single steps) are the units compared: a
+    canary run of a few milliseconds is itself noisy, its block median is not, and a load that comes
+    and goes shows as differing blocks."""
+    x = np.asarray(samples, float)
+    k = blocks_for(len(x))
+    values = np.array([np.median(b) for b in np.array_split(x, k)])
+    if canary is not None:
+        c = np.asarray(canary, float)[: len(x)]
+        values = values / np.array([np.median(b) for b in np.array_split(c, k)])
+    return values
+
+
+@dataclasses.dataclass(frozen=True)
+class Stability:
+    stable: bool
+    cv: float  # robust CV of the block values
+    level_spread: float  # between the medians of the first and second half of the blocks
+    why: str = ""
+
+
+def stability(samples, canary=None, cv_limit: float = CV_LIMIT, level_gap: float = LEVEL_GAP,
+              load: float | None = None, load_limit: float = LOAD_LIMIT) -> Stability:
+    """Whether a series of throughputs (normalised by the canary when given) is steady: the block values'
+    robust spread (1.4826 x MAD / median, insensitive to one odd block) under ``cv_limit``, and the
+    first half of the blocks within ``level_gap`` of the second half (no second level, no drift)."""
+    v = block_values(samples, canary)
+    if len(v) < 3:
+        return Stability(False, float("nan"), float("nan"), f"{len(samples)} samples: too few to judge stability")
+    med = float(np.median(v))
+    cv = float(1.4826 * np.median(np.abs(v - med)) / med)
+    half = len(v) // 2
+    first, second = float(np.median(v[:half])), float(np.median(v[-half:]))
+    spread = max(first, second) / min(first, second) - 1.0
+    reasons = []
+    if load is not None and load > load_limit:
+        reasons.append(f"other processes used {load:.0%} of the CPUs meanwhile (> {load_limit:.0%})")
+    if cv > cv_limit:
+        reasons.append(f"robust CV of the blocks {cv:.1%} > {cv_limit:.0%}")
+    if spread > level_gap:
+        reasons.append(f"first and second half differ by {spread:.1%} > {level_gap:.0%} (two levels or drift)")
+    return Stability(not reasons, cv, spread, "; ".join(reasons))
+
+
+def ratio_ci(current, baseline, current_canary=None, baseline_canary=None, seed: int = 0,
+             draws: int = BOOTSTRAP, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """(ratio of medians, CI low, CI high): the medians of both series' block values (canary-normalised
+    when canaries are given), with a bootstrap over the blocks of each series, independently."""
+    rng = np.random.default_rng(seed)
+    cur = block_values(current, current_canary)
+    base = block_values(baseline, baseline_canary)
+
+    def boot(x):
+        return np.median(x[rng.integers(0, len(x), (draws, len(x)))], axis=1)
+
+    point = float(np.median(cur) / np.median(base))
+    tail = (1 - confidence) / 2 * 100
+    lo, hi = np.percentile(boot(cur) / boot(base), [tail, 100 - tail])
+    return point, float(lo), float(hi)
+
+
+@dataclasses.dataclass(frozen=True)
+class Decision:
+    verdict: Verdict
+    ratio: float  # raw median throughput ratio, current / baseline
+    ci: tuple[float, float]  # of the ratio the verdict used
+    normalised_ratio: float | None  # canary-normalised ratio (CPU engines), None without canaries
+    normalised_ci: tuple[float, float] | None
+    floor: float  # 1 - tolerance
+    why: str
+
+    @property
+    def judged_ratio(self) -> float:
+        return self.normalised_ratio if self.normalised_ratio is not None else self.ratio
+
+
+def decide(current, baseline, tolerance: float, current_canary=None, baseline_canary=None,
+           stable: Stability | None = None) -> Decision:
+    """The verdict on ``current`` against ``baseline`` samples (see the module docstring)."""
+    floor = 1.0 - tolerance
+    raw, lo, hi = ratio_ci(current, baseline)
+    norm = norm_ci = None
+    use_canary = current_canary is not None and baseline_canary is not None
+    if use_canary:
+        norm, nlo, nhi = ratio_ci(current, baseline, current_canary, baseline_canary)
+        norm_ci = (nlo, nhi)
+        judged, (lo, hi) = norm, norm_ci
+    else:
+        judged = raw
+    label = "canary-normalised ratio" if use_canary else "ratio"
+    text = f"{label} {judged:.3f} [{lo:.3f}, {hi:.3f}] vs floor {floor:.2f}"
+    if stable is not None and not stable.stable:
+        return Decision(Verdict.INCONCLUSIVE, raw, (lo, hi), norm, norm_ci, floor,
+                        f"unstable measurement: {stable.why}; {text}")
+    if hi < floor:
+        verdict, why = Verdict.FAIL, f"{text}: slower beyond the tolerance, significantly"
+    elif lo >= floor:
+        verdict, why = Verdict.PASS, f"{text}: within tolerance"
+    else:
+        verdict, why = Verdict.INCONCLUSIVE, f"{text}: the interval straddles the floor; cannot decide"
+    return Decision(verdict, raw, (lo, hi), norm, norm_ci, floor, why)
+
+
+def thin(*series, limit: int = MAX_BASELINE_SAMPLES) -> list[list[float]]:
+    """At most ``limit`` samples of each (equally long, paired) series, at the same evenly spaced steps:
+    what a baseline keeps to compare distributions."""
+    n = min(len(s) for s in series)
+    idx = np.linspace(0, n - 1, min(n, limit)).astype(int)
+    return [[float(f"{v:.5g}") for v in np.asarray(s, float)[idx]] for s in series]
