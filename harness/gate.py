@@ -391,7 +391,6 @@ class Gate:
         use_canary = base_canary is not None and m.canary is not None
         d = perfstats.decide(m.samples, base_samples, baseline["tolerance"],
                              m.canary_rates if use_canary else None, base_canary if use_canary else None, m.stability)
-        raw, rlo, rhi = perfstats.ratio_ci(m.samples, base_samples)
         changes = stack_changes(baseline["stack"], stk)
         notes = [d.why]
         if changes:
@@ -401,10 +400,10 @@ class Gate:
         if m.canary is None:
             notes.append("no canary (GPU engine: the host's load does not set its speed)")
         elif not use_canary:
-            notes.append("the baseline has no canary samples: raw ratio judged")
+            notes.append("the baseline has no canary samples")
         public = {k: v for k, v in baseline.items() if k not in ("samples", "canary")}
-        return PerfRow(**common, verdict=d.verdict, why="; ".join(notes), baseline=public, ratio=raw,
-                       ratio_ci=(rlo, rhi), normalised_ratio=d.normalised_ratio, normalised_ci=d.normalised_ci,
+        return PerfRow(**common, verdict=d.verdict, why="; ".join(notes), baseline=public, ratio=d.ratio,
+                       ratio_ci=d.ci, normalised_ratio=d.normalised_ratio, normalised_ci=d.normalised_ci,
                        stack_changes=changes)
 
     # --- everything, for a list of engines -------------------------------------------------------------

