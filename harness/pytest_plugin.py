@@ -58,6 +58,9 @@ def pytest_addoption(parser):
     g.addoption("--lfw-boxes", help="face-box TSV for raw LFW images (default $LFW_BOXES)")
     g.addoption("--facenet-baselines", help="your baselines folder, read over the shipped ones and written by "
                                             "--save-baseline (default $FACENET_HARNESS_BASELINES)")
+    g.addoption("--facenet-save-perf-baseline", metavar="DESCRIPTION",
+                help="record the perf cases measured in this run as the baselines of their identity (in your "
+                     "baselines folder; in a source checkout, its baselines/)")
     g.addoption("--facenet-cache", help="artifact cache (default $FACENET_HARNESS_CACHE or ~/.cache/facenet-harness)")
     g.addoption("--facenet-strict", action="store_true", default=None,
                 help=f"missing data or model fails instead of skipping (also {STRICT_ENV}=1; CI sets it)")

@@ -28,9 +28,11 @@ QUICK = bench.Settings(warmup_s=0.5, min_duration_s=2.0, min_rounds=10)
 
 @pytest.mark.perf
 @pytest.mark.parametrize("case", bench.CASES, ids=[c.name for c in bench.CASES])
-def test_throughput(facenet_engine, facenet_gate, facenet_lfw, facenet_store, case, benchmark):
+def test_throughput(facenet_engine, facenet_gate, facenet_lfw, facenet_store, case, benchmark, request):
     benchmark.group = case.name
-    result = facenet_gate.perf(facenet_engine, [case], SETTINGS, timer=bench.pytest_benchmark_timer(benchmark))
+    save = request.config.getoption("facenet_save_perf_baseline")
+    result = facenet_gate.perf(facenet_engine, [case], SETTINGS, timer=bench.pytest_benchmark_timer(benchmark),
+                               save_baseline=save)
     row = result.rows[0]
     benchmark.extra_info.update({"fps": row.fps, "batch": case.batch, "view": case.view, "latency_ms": row.latency_ms,
                                  "cv": row.cv, "identity": result.identity, "stack": result.stack,
