@@ -216,7 +216,7 @@ class GateReport(_Result):
 def row_verdict(acc: AccuracyResult, conf: ConformanceResult | None, perf: PerfResult | None) -> Verdict:
     """A gate row: accuracy and conformance decide; perf only adds a FAIL (a machine without a perf
     baseline, or with an inconclusive measurement, still gets its accuracy and conformance verdict)."""
-    verdicts = [acc.verdict] + ([conf.verdict] if conf else [])
+    verdicts = [acc.verdict] + ([conf.verdict] if conf is not None else [])
     if perf is not None and perf.verdict is Verdict.FAIL:
         verdicts.append(Verdict.FAIL)
     return Verdict.combine(verdicts)

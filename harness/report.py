@@ -128,12 +128,12 @@ def _row_markdown(row: "GateRow") -> list[str]:
     lines.append(f"| VAL @ FAR | {m['val']:.5f} +- {m['val_std']:.5f} @ {m['far']:.5f} | | |")
     if a.flipped_decisions is not None:
         lines.append(f"| flipped decisions vs reference | {a.flipped_decisions} of {a.dataset.pairs} | | |")
-    if c:
+    if c is not None:
         s, t = c.stats, c.tolerance
         lines.append(f"| min / mean cosine | {s['min_cosine']:.6f} / {s['mean_cosine']:.6f} | "
                      f">= {t.min_cosine} / {t.mean_cosine} | {c.verdict} |")
     lines.append("")
-    if p:
+    if p is not None:
         lines += ["| perf case | images/s | CV | baseline (stack, recorded) | ratio [95% CI] | canary-normalised [95% CI] "
                   "| verdict | why |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
         for r in p.rows:
@@ -169,9 +169,9 @@ def gate_junit(gate: "GateReport") -> str:
     for row in gate.rows:
         cls = f"{row.backend}.{row.precision}"
         items = [("accuracy", row.accuracy.verdict, "; ".join(map(str, row.accuracy.checks)) or "no baseline")]
-        if row.conformance:
+        if row.conformance is not None:
             items.append(("conformance", row.conformance.verdict, "; ".join(row.conformance.failures) or "ok"))
-        for r in (row.perf.rows if row.perf else []):
+        for r in (row.perf.rows if row.perf is not None else []):
             items.append((f"perf.{r.case}", r.verdict, f"{r.fps:.1f} images/s; {r.why}"))
         for name, verdict, message in items:
             case = ET.SubElement(suite, "testcase", classname=cls, name=name)

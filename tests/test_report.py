@@ -63,3 +63,35 @@ def test_junit_marks_failures_with_the_deciding_threshold():
     assert "accuracy_mean 0.97000 (>= 0.98000): FAIL" in failure.get("message")
     assert "0.631x of 14274.3" in suite.find("testcase[@name='perf.compute-b64']/failure").get("message")
     assert "INCONCLUSIVE: " in suite.find("testcase[@name='perf.compute-b1']/skipped").get("message")
+
+
+def test_failed_and_inconclusive_parts_are_counted_and_shown():
+    """Results are falsy unless they PASS: the gate and the report must test for presence, not truth."""
+    from harness.gate import row_verdict
+
+    acc = NS(verdict=Verdict.PASS, checks=[], metrics={"accuracy_mean": 0.98, "accuracy_std": 0.01, "auc": 0.99,
+                                                       "eer": 0.02, "val": 0.9, "val_std": 0.01, "far": 0.001},
+             flipped_decisions=None, dataset=NS(pairs=6000))
+    conf = NS(verdict=Verdict.FAIL, failures=["min cosine 0.9 < 0.999"], stats={"min_cosine": 0.9, "mean_cosine": 0.99},
+              tolerance=NS(min_cosine=0.999, mean_cosine=0.9999))
+    perf = NS(verdict=Verdict.INCONCLUSIVE, rows=[NS(case="compute-b64", fps=80.0, cv=0.04, baseline=None, ratio=None,
+                                                    ratio_ci=None, normalised_ratio=None, normalised_ci=None,
+                                                    verdict=Verdict.INCONCLUSIVE, why="unstable measurement: load")])
+    assert row_verdict(acc, conf, perf) is Verdict.FAIL  # a failed conformance fails the row
+    assert row_verdict(acc, None, perf) is Verdict.PASS  # an inconclusive perf row does not fail the gate
+    row = NS(backend="onnxruntime", precision="int8", verdict=Verdict.FAIL, accuracy=acc, conformance=conf, perf=perf)
+    md = "\n".join(report._row_markdown(row))
+    assert "| min / mean cosine | 0.900000 / 0.990000 | >= 0.999 / 0.9999 | FAIL |" in md
+    assert "| compute-b64 | 80.0 | 4.0% | none | - | - | INCONCLUSIVE | unstable measurement: load |" in md
+    suite = ET.fromstring(report.gate_junit(NS(rows=[row])))
+    assert suite.get("failures") == "1" and suite.get("skipped") == "1"
+
+
+def test_results_are_falsy_unless_they_pass():
+    from harness import gate
+
+    fail = gate.PerfResult({}, {"backend": "x", "precision": "fp32"}, {}, None, [], Verdict.FAIL, {})
+    inconclusive = gate.PerfResult({}, {"backend": "x", "precision": "fp32"}, {}, None, [], Verdict.INCONCLUSIVE, {})
+    ok = gate.PerfResult({}, {"backend": "x", "precision": "fp32"}, {}, None, [], Verdict.PASS, {})
+    assert not fail and not inconclusive and ok
+    assert gate.row_verdict(NS(verdict=Verdict.PASS), None, fail) is Verdict.FAIL
