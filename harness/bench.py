@@ -293,11 +293,13 @@ def _time_steps(step: Callable[[], Any], rounds: int, setup: Callable[[], Any] |
 
 
 def identity(engine: Engine) -> dict:
-    """What a throughput figure is *of*: engine family, precision, model, and the device (CPU: vendor,
+    """What a throughput figure is *of*: engine family, precision, model, the engine's declared settings
+    (threads, INT8 format and calibration, profile), and the device (CPU: vendor,
     family/model/stepping, kernel-relevant ISA features, cores; GPU: name and compute capability).
     A baseline is only ever compared with a run of the same identity."""
     d = engine.describe()
-    ident = {"backend": d["backend"], "precision": d["precision"], "model_sha256": engine.model.sha256}
+    ident = {"backend": d["backend"], "precision": d["precision"], "model_sha256": engine.model.sha256,
+             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(engine.settings.items())}}
     if canary_applies(engine):
         ident["cpu"] = environment.cpu_identity()
     else:
@@ -324,6 +326,8 @@ def pytest_benchmark_timer(benchmark) -> Timer:
     --benchmark-save see them; the canary runs in its untimed setup) and hands back its per-round data."""
 
     def timer(step, rounds, setup=None):
+        if not getattr(benchmark, "enabled", True):  # --benchmark-disable, or xdist: time it ourselves
+            return _time_steps(step, rounds, setup)
         benchmark.pedantic(step, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
         return list(benchmark.stats.stats.data)
 

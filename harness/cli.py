@@ -168,6 +168,12 @@ class Setup:
     def close(self):
         self.gate.close()
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
 
 def _finish(args, result, exit_verdict: Verdict | None = None) -> int:
     if args.json:
@@ -196,30 +202,25 @@ def cmd_engines(args) -> int:
 
 
 def cmd_accuracy(args) -> int:
-    s = Setup(args)
-    with s.engine(args.precision) as engine:
+    with Setup(args) as s, s.engine(args.precision) as engine:
         result = s.gate.accuracy(engine, args.save_baseline)
-    s.close()
     return _finish(args, result)
 
 
 def cmd_conformance(args) -> int:
-    s = Setup(args)
-    with s.engine(args.precision) as engine:
+    with Setup(args) as s, s.engine(args.precision) as engine:
         result = s.gate.conformance(engine)
-    s.close()
     return _finish(args, result)
 
 
 def cmd_golden(args) -> int:
-    s = Setup(args)
-    if args.save:
-        path = s.gate.save_golden()
-        print(f"saved {len(s.gate.probe_indices())} golden FP32 probe embeddings: {path}")
-    else:
-        emb, why = s.store.golden(s.dataset, s.gate.probe_indices(), data.PREPROCESSING, s.reference.sha256)
-        print(f"golden probe set applies: {why['path']}" if emb is not None else why)
-    s.close()
+    with Setup(args) as s:
+        if args.save:
+            path = s.gate.save_golden()
+            print(f"saved {len(s.gate.probe_indices())} golden FP32 probe embeddings: {path}")
+        else:
+            emb, why = s.store.golden(s.dataset, s.gate.probe_indices(), data.PREPROCESSING, s.reference.sha256)
+            print(f"golden probe set applies: {why['path']}" if emb is not None else why)
     return EXIT_PASS
 
 
@@ -234,33 +235,36 @@ def _cases(spec: str) -> list[bench.Case]:
 
 
 def _settings(args) -> bench.Settings:
+    if args.min_rounds < 3 or args.warmup < 0 or args.min_duration < 0:
+        raise HarnessError(f"--min-rounds must be at least 3 (a verdict needs 3 blocks) and --warmup/--min-duration "
+                           f"not negative; got {args.min_rounds}, {args.warmup}, {args.min_duration}.")
     return bench.Settings(args.warmup, args.min_duration, args.min_rounds)
 
 
 def cmd_bench(args) -> int:
-    s = Setup(args)
-    with s.engine(args.precision) as engine:
-        result = s.gate.perf(engine, _cases(args.cases), _settings(args), save_baseline=args.save_baseline)
-    s.close()
+    cases, settings = _cases(args.cases), _settings(args)
+    with Setup(args) as s, s.engine(args.precision) as engine:
+        result = s.gate.perf(engine, cases, settings, save_baseline=args.save_baseline)
     return _finish(args, result)
 
 
 def cmd_gate(args) -> int:
-    s = Setup(args)
     cls = engines.engine_class(args.backend)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] or list(cls.precisions)
-    cases = _cases(args.cases)
+    cases, settings = _cases(args.cases), _settings(args)
     rows, curves = [], []
-    for prec in precisions:
-        with s.engine(prec) as engine:
-            row = s.gate.run([engine], cases, _settings(args)).rows[0]
-        rows.append(row)
-        curves.append((f"{row.backend} {row.precision}", row.accuracy.evaluation))
-    gate = GateReport(Verdict.combine(r.verdict for r in rows), environment.fingerprint(), rows[0].accuracy.model, rows[0].accuracy.reference_model, rows[0].accuracy.dataset, rows)
+    with Setup(args) as s:
+        for prec in precisions:
+            with s.engine(prec) as engine:
+                row = s.gate.run([engine], cases, settings).rows[0]
+            rows.append(row)
+            curves.append((f"{row.backend} {row.precision}", row.accuracy.evaluation))
+    first = rows[0].accuracy
+    gate = GateReport(Verdict.combine(r.verdict for r in rows), environment.fingerprint(), first.model,
+                      first.reference_model, first.dataset, rows)
     paths = report.write_gate(gate, Path(args.out), curves)
     if args.json:
         report.write_json(args.json, gate)
-    s.close()
     print(report.gate_markdown(gate))
     print(f"reports: {paths['md']}, {paths['json']}, {paths['xml']}; ROC curves: {paths['roc']}")
     return gate.verdict.exit_code

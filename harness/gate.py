@@ -312,7 +312,9 @@ class Gate:
 
     def probe_indices(self) -> list[int]:
         conf = self.store.tolerances()["probe"]
-        size = self.probe_size or conf["size"]
+        size = conf["size"] if self.probe_size is None else self.probe_size
+        if size < 1:
+            raise HarnessError(f"probe size must be positive, got {size}.")
         seed = conf["seed"] if self.probe_seed is None else self.probe_seed
         return compare.probe_indices(self.dataset, size, seed)
 
@@ -350,6 +352,8 @@ class Gate:
              timer=None, save_baseline: str | None = None) -> PerfResult:
         """Throughput per case, each judged against the baseline of the same identity (harness.perfstats)."""
         settings = settings or bench.Settings()
+        if timer is not None and len(cases) > 1:
+            raise HarnessError("a delegated timer (pytest-benchmark) times one case per call; pass one case.")
         ident, stk = bench.identity(engine), bench.stack(engine)
         measured = []
         for case in cases:
@@ -357,24 +361,30 @@ class Gate:
             measured.append(m)
             self.log(f"  {engine.label} {case.name}: {m.fps:.1f} images/s (cv {m.cv:.1%}"
                      + (f", {m.attempts} measurements" if m.attempts > 1 else "") + ")")
+        recorded = set()
         if save_baseline:
             results = {}
             for m in measured:
+                if m.stability is not None and not m.stability.stable:
+                    self.log(f"  not recorded: {m.case.name} was unstable ({m.stability.why}); measure it again "
+                             "on a quiet machine")
+                    continue
                 if m.canary is not None:
                     samples, canary = perfstats.thin(m.samples, m.canary_rates)
                 else:
                     (samples,), canary = perfstats.thin(m.samples), None
                 results[m.case.name] = {"fps": round(m.fps, 3), "samples": samples,
                                         **({"canary": canary} if canary else {})}
+                recorded.add(m.case.name)
             path = self.store.save_perf(ident, stk, results, save_baseline, environment.machine_id(),
                                         datetime.date.today().isoformat())
             self.log(f"saved the performance baseline to {path}")
-        rows = [self._perf_row(engine, m, ident, stk) for m in measured]
+        rows = [self._perf_row(engine, m, ident, stk, recorded=m.case.name in recorded) for m in measured]
         judged = [r.verdict for r in rows if r.verdict is not Verdict.NO_BASELINE]
         verdict = Verdict.combine(judged) if judged else Verdict.NO_BASELINE
         return PerfResult(engine.describe(), ident, stk, settings, rows, verdict, environment.fingerprint())
 
-    def _perf_row(self, engine: Engine, m: bench.Measurement, ident: dict, stk: dict) -> PerfRow:
+    def _perf_row(self, engine: Engine, m: bench.Measurement, ident: dict, stk: dict, recorded: bool = False) -> PerfRow:
         s = m.summary()
         split = dict(engine.timings) if Capability.TIMING_SPLIT in engine.capabilities else {}
         baseline, why = self.store.perf_baseline(ident, m.case.name)
@@ -383,6 +393,8 @@ class Gate:
                       median_fps=float(np.median(m.samples)), rounds=s["rounds"], cv=m.cv,
                       latency_ms=s["latency_ms"], canary_per_s=s["canary_per_s"], attempts=m.attempts,
                       stability=stability, load=m.load, split_ms=split, measurement=m)
+        if recorded:  # judged against itself it would pass with nothing judged
+            baseline, why = None, "recorded as the baseline in this run: nothing to judge it against"
         if baseline is None:
             return PerfRow(**common, verdict=Verdict.NO_BASELINE, why=why, baseline=None, ratio=None, ratio_ci=None,
                            normalised_ratio=None, normalised_ci=None, stack_changes=[])

@@ -132,6 +132,17 @@ class FacenetSession:
         for name in chosen:
             if name not in known:
                 raise pytest.UsageError(f"--facenet-backend {name}: unknown engine; known: {', '.join(known)}")
+        precisions = self._list("facenet_precision")
+        if precisions:
+            offered = set()
+            for name in chosen:
+                try:
+                    offered |= set(known[name].load().precisions)
+                except HarnessError:
+                    continue
+            if offered and not set(precisions) & offered:
+                raise pytest.UsageError(f"--facenet-precision {','.join(precisions)}: none is offered by "
+                                        f"{', '.join(chosen)} (they offer {', '.join(sorted(offered))})")
 
     def _list(self, name: str) -> list[str] | None:
         value = self.config.getoption(name)
@@ -177,11 +188,14 @@ class FacenetSession:
                     continue
                 if exclude_reference and (name, prec) == ("onnxruntime", "fp32") and not self.config.getoption("facenet_onnx"):
                     continue
-                marks = [] if item.available else [pytest.mark.skip(reason=f"{name} {prec}: {item.why}")]
+                # an engine that cannot run here skips; one named on the command line fails under strict
+                explicit = self.strict and chosen_backends and name in chosen_backends
+                marks = [] if item.available or explicit else [pytest.mark.skip(reason=f"{name} {prec}: {item.why}")]
                 param = EngineParam(name, prec)
                 out.append(pytest.param(param, marks=marks, id=str(param)))
-        if chosen_precisions and chosen_backends and not out:
-            raise pytest.UsageError(f"no engine offers {chosen_precisions} among {chosen_backends}")
+        if not out:  # this test's own selection leaves nothing here: one visible skip, not an error
+            out.append(pytest.param(EngineParam("none", "-"), id="no-engine-selected", marks=[pytest.mark.skip(
+                reason="no selected engine x precision matches this test's selection")]))
         return out
 
     def dataset(self):
@@ -231,17 +245,17 @@ class FacenetSession:
         return self._gate
 
     def engine_options(self, backend: str) -> dict:
-        from .errors import HarnessError
-
         chosen = self._list("facenet_backend")
         opts = {}
+        if chosen and backend not in chosen:
+            return opts  # the options are for the engine under test, not for the reference or others
         for item in self.config.getoption("facenet_engine_option"):
             name, sep, value = item.partition("=")
             if not sep:
                 raise pytest.UsageError(f"--facenet-engine-option {item!r}: expected NAME=VALUE")
             opts[name.strip().replace("-", "_")] = value
         if opts and chosen != [backend]:
-            raise HarnessError("--facenet-engine-option applies to one engine: give exactly one --facenet-backend")
+            raise pytest.UsageError("--facenet-engine-option applies to one engine: give exactly one --facenet-backend")
         return opts
 
     def engine(self, backend: str, precision: str, model_info=None, **options):
@@ -255,6 +269,9 @@ class FacenetSession:
             try:
                 self._engines[key] = engines.create(backend, info, precision, self.gate().engine_context(), **opts)
             except engines.EngineUnavailable as e:
+                chosen = self._list("facenet_backend") or []
+                if backend in chosen:
+                    self.unavailable(str(e))  # named explicitly: a failure under strict
                 pytest.skip(str(e))
         return self._engines[key]
 

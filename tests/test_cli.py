@@ -42,6 +42,11 @@ def test_unknown_and_planned_backends(facenet_reference_model, tmp_path, capsys)
     assert "engine 'onnxruntime' has no option warp; its options: calib_method" in capsys.readouterr().err
     assert cli.main(common + ["--engine-option", "threads=two"]) == 2
     assert "option threads='two' is not a valid int" in capsys.readouterr().err
+    bench_common = ["bench"] + common[1:] + ["--cases", "compute-b1"]
+    assert cli.main(bench_common + ["--min-rounds", "0", "--min-duration", "0"]) == 2
+    assert "--min-rounds must be at least 3" in capsys.readouterr().err
+    assert cli.main(["conformance"] + common[1:] + ["--probe-size", "-1"]) == 2
+    assert "probe size must be positive" in capsys.readouterr().err
     assert cli.main(common + ["--backend", "tensorrt"]) == 2
     err = capsys.readouterr().err
     assert "engine 'tensorrt' is not available here" in err and "Traceback" not in err

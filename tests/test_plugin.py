@@ -115,13 +115,18 @@ def test_installed_engine_is_parametrised_by_the_pytest_plugin(plugin_site, tmp_
             result = facenet_gate.conformance(facenet_engine)
             assert result, result
             print("ENGINE", facenet_engine.describe()["backend"], result.verdict)
+
+        @pytest.mark.conformance
+        @pytest.mark.facenet_select(precisions=["int8"])
+        def test_int8_only(facenet_engine):
+            raise AssertionError("--facenet-precision fp32 leaves no int8 engine: this must not run")
     '''))
     proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-m", "conformance",
                 "--facenet-backend", "dummy,onnxruntime", "--facenet-precision", "fp32"], env, tmp_path / "proj")
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
     assert "test_conforms[dummy-fp32] ENGINE dummy PASS" in proc.stdout.replace("\n", " ") or \
         "ENGINE dummy PASS" in proc.stdout
-    assert "2 passed" in proc.stdout
+    assert "2 passed, 1 skipped" in proc.stdout
     proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--facenet-backend", "nope"], env,
                tmp_path / "proj")
     assert proc.returncode == 4 and "--facenet-backend nope: unknown engine" in proc.stderr
@@ -132,7 +137,14 @@ def test_registry_refuses_what_is_not_an_engine(tmp_path, monkeypatch):
     install_fake_dist(site, "odd-engine", "[facenet_harness.engines]\nodd = odd_engine:NotAnEngine\n",
                       "odd_engine", "class NotAnEngine:\n    name = 'odd'\n")
     install_fake_dist(site, "shadow-engine", "[facenet_harness.engines]\n", None)
+    install_fake_dist(site, "raising-engine", "[facenet_harness.engines]\nraising = raising_engine:Raising\n",
+                      "raising_engine", "from harness.engines import Engine\n\n"
+                      "class Raising(Engine):\n    name = 'raising'\n    precisions = ('fp32',)\n\n"
+                      "    @classmethod\n    def availability(cls):\n        raise RuntimeError('no device')\n")
     monkeypatch.syspath_prepend(str(site))
+    items = {it.name: it for it in engines.catalogue()}
+    assert not items["raising"].available and "raised RuntimeError: no device" in items["raising"].why
+    assert not items["odd"].available and "not a subclass" in items["odd"].why
     with pytest.raises(HarnessError, match="odd_engine:NotAnEngine is not a subclass of harness.engines.Engine"):
         engines.engine_class("odd")
     with pytest.raises(HarnessError, match="unknown engine 'nope'"):

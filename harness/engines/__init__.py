@@ -96,7 +96,7 @@ def catalogue() -> list[CatalogueItem]:
     for entry in entries().values():
         try:
             cls = entry.load()
-            avail = cls.availability()
+            avail = _availability(cls)
         except HarnessError as e:
             out.append(CatalogueItem(entry.name, (), False, str(e), entry.source))
             continue
@@ -105,10 +105,19 @@ def catalogue() -> list[CatalogueItem]:
     return out
 
 
+def _availability(cls: type[Engine]) -> Availability:
+    """``cls.availability()``, with a plug-in's own exception or bare bool turned into an Availability."""
+    try:
+        avail = cls.availability()
+    except Exception as e:  # a plug-in's check must not take the harness down
+        return Availability(False, f"its availability check raised {type(e).__name__}: {e}")
+    return avail if isinstance(avail, Availability) else Availability(bool(avail), getattr(avail, "why", ""))
+
+
 def create(name: str, model, precision: str, context: EngineContext | None = None, **options) -> Engine:
     """The engine ``name`` for ``model`` at ``precision``; EngineUnavailable when it cannot run here."""
     cls = engine_class(name)
-    avail = cls.availability()
+    avail = _availability(cls)
     if not avail:
         raise EngineUnavailable(f"engine {name!r} is not available here: {avail.why}")
     return cls(model, precision, context, **options)
