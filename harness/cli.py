@@ -245,6 +245,11 @@ def cmd_bench(args) -> int:
     cases, settings = _cases(args.cases), _settings(args)
     with Setup(args) as s, s.engine(args.precision) as engine:
         result = s.gate.perf(engine, cases, settings, save_baseline=args.save_baseline)
+    if args.save_baseline:  # a recording run: done when every case was recorded, inconclusive when one was not
+        missed = [r.case for r in result.rows if not r.why.startswith("recorded as the baseline")]
+        if missed:
+            _err(f"not recorded (unstable, measure again on a quiet machine): {', '.join(missed)}")
+        return _finish(args, result, Verdict.INCONCLUSIVE if missed else Verdict.PASS)
     return _finish(args, result)
 
 

@@ -65,6 +65,7 @@ class Slowed(Engine):
         self.inner, self.factor = inner, factor
         self.name, self.precisions, self.device_kind = inner.name, inner.precisions, inner.device_kind
         super().__init__(inner.model, inner.precision, inner.context)
+        self.settings = dict(inner.settings)  # the same configuration: the same perf identity
 
     def _run(self, batch):
         start = time.perf_counter()
