@@ -264,21 +264,18 @@ def measure(engine: Engine, dataset: Dataset, case: Case, settings: Settings = S
             monitor = LoadMonitor()
             latencies = np.asarray(run(recorded, rounds, setup if canary else None), float)
             load = monitor.others_share()
-            canary_arr = None
-            if canary:
-                sizes = np.diff(starts + [len(latencies)])
-                canary_arr = np.repeat(per_block[-len(starts):], sizes)
-            stable = perfstats.stability(step.images / latencies, None if canary_arr is None else 1.0 / canary_arr,
-                                         load=load)
-            if stable.stable:
+            canary_arr = np.repeat(per_block, np.diff(starts + [len(latencies)])) if canary else None
+            m = Measurement(case, step.images, latencies, canary_arr, attempts=attempt, load=load)
+            m.stability = perfstats.stability(m.samples, m.canary_rates, load=load)
+            if m.stability.stable:
                 break
     finally:
         step.close()
-    out = box.get("out")
-    if out is None and Capability.COMPUTE_ONLY in engine.capabilities:  # what the timed in-place executions computed
-        out = engine.fetch_in_place()[:step.images]
-    return Measurement(case, step.images, latencies, canary_arr, out, box.get("indices", step.indices), attempt, stable,
-                       load)
+    m.last_output = box.get("out")
+    if m.last_output is None and Capability.COMPUTE_ONLY in engine.capabilities:  # the timed in-place executions
+        m.last_output = engine.fetch_in_place()[:step.images]
+    m.indices = box.get("indices", step.indices)
+    return m
 
 
 def _time_steps(step: Callable[[], Any], rounds: int, setup: Callable[[], Any] | None = None) -> list[float]:

@@ -126,12 +126,7 @@ def _err(msg: str) -> None:
 def engine_options(args) -> dict:
     """The engine options given on the command line (only those given: an engine gets no option it did
     not declare, and one it does not know is an error)."""
-    opts = {}
-    for item in args.engine_option:
-        name, sep, value = item.partition("=")
-        if not sep or not name.strip():
-            raise HarnessError(f"--engine-option {item!r}: expected NAME=VALUE.")
-        opts[name.strip().replace("-", "_")] = value
+    opts = engines.parse_options(args.engine_option, "--engine-option")
     for name in ("calib_size", "calib_seed", "calib_method", "int8_format"):
         if getattr(args, name, None) is not None:
             opts[name] = getattr(args, name)

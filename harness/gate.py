@@ -380,8 +380,7 @@ class Gate:
                                         datetime.date.today().isoformat())
             self.log(f"saved the performance baseline to {path}")
         rows = [self._perf_row(engine, m, ident, stk, recorded=m.case.name in recorded) for m in measured]
-        judged = [r.verdict for r in rows if r.verdict is not Verdict.NO_BASELINE]
-        verdict = Verdict.combine(judged) if judged else Verdict.NO_BASELINE
+        verdict = Verdict.combine(r.verdict for r in rows if r.verdict is not Verdict.NO_BASELINE)
         return PerfResult(engine.describe(), ident, stk, settings, rows, verdict, environment.fingerprint())
 
     def _perf_row(self, engine: Engine, m: bench.Measurement, ident: dict, stk: dict, recorded: bool = False) -> PerfRow:

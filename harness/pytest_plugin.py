@@ -245,15 +245,16 @@ class FacenetSession:
         return self._gate
 
     def engine_options(self, backend: str) -> dict:
+        from . import engines
+        from .errors import HarnessError
+
         chosen = self._list("facenet_backend")
-        opts = {}
         if chosen and backend not in chosen:
-            return opts  # the options are for the engine under test, not for the reference or others
-        for item in self.config.getoption("facenet_engine_option"):
-            name, sep, value = item.partition("=")
-            if not sep:
-                raise pytest.UsageError(f"--facenet-engine-option {item!r}: expected NAME=VALUE")
-            opts[name.strip().replace("-", "_")] = value
+            return {}  # the options are for the engine under test, not for the reference or others
+        try:
+            opts = engines.parse_options(self.config.getoption("facenet_engine_option"), "--facenet-engine-option")
+        except HarnessError as e:
+            raise pytest.UsageError(str(e)) from None
         if opts and chosen != [backend]:
             raise pytest.UsageError("--facenet-engine-option applies to one engine: give exactly one --facenet-backend")
         return opts

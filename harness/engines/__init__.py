@@ -19,7 +19,8 @@ from ..errors import HarnessError
 from .base import Availability, Capability, Engine, EngineContext, EngineUnavailable, Option
 
 __all__ = ["Availability", "Capability", "Engine", "EngineContext", "EngineUnavailable", "Option",
-           "ENTRY_POINT_GROUP", "EngineEntry", "CatalogueItem", "entries", "engine_class", "catalogue", "create"]
+           "ENTRY_POINT_GROUP", "EngineEntry", "CatalogueItem", "entries", "engine_class", "catalogue", "create",
+           "parse_options"]
 
 ENTRY_POINT_GROUP = "facenet_harness.engines"
 BUILTINS = {
@@ -103,6 +104,18 @@ def catalogue() -> list[CatalogueItem]:
         out.append(CatalogueItem(entry.name, tuple(cls.precisions), avail.ok, avail.why, entry.source,
                                  tuple(cls.options), cls.capabilities))
     return out
+
+
+def parse_options(items, flag: str) -> dict[str, str]:
+    """``NAME=VALUE`` strings (a repeatable command-line flag) as engine options; the engine converts
+    and checks the values (``Engine.resolve_options``)."""
+    opts = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name.strip():
+            raise HarnessError(f"{flag} {item!r}: expected NAME=VALUE.")
+        opts[name.strip().replace("-", "_")] = value
+    return opts
 
 
 def _availability(cls: type[Engine]) -> Availability:

@@ -177,6 +177,7 @@ class TensorRTEngine(Engine):
         spec = BuildSpec(Path(onnx_path), precision, model.batch, profile)
         self.version = str(getattr(self.trt, "__version__", "unknown"))
         self.plan_path = self._plan(spec, cache.cache_root(cache_dir))
+        self.plan_sha256 = cache.sha256_file(self.plan_path)  # describe() is called often: hash the plan once
         runtime = self.trt.Runtime(self.logger)
         self.engine = runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
         if self.engine is None:
@@ -282,7 +283,7 @@ class TensorRTEngine(Engine):
 
     def describe(self) -> dict:
         return {"backend": self.name, "version": self.version, "precision": self.precision,
-                "engine_sha256": cache.sha256_file(self.plan_path), "api": self.api, **self.device}
+                "engine_sha256": self.plan_sha256, "api": self.api, **self.device}
 
 
 class IxRTEngine(TensorRTEngine):
