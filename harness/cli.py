@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accuracy, bench, cache, data, engines, environment, model, report
+from . import accuracy, bench, cache, data, engines, model, report
 from .baselines import BaselineStore
 from .data import Dataset
 from .errors import HarnessError
-from .gate import Gate, GateReport
+from .gate import Gate
 from .verdicts import Verdict
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NO_BASELINE, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
@@ -252,16 +252,14 @@ def cmd_gate(args) -> int:
     cls = engines.engine_class(args.backend)
     precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] or list(cls.precisions)
     cases, settings = _cases(args.cases), _settings(args)
-    rows, curves = [], []
     with Setup(args) as s:
-        for prec in precisions:
-            with s.engine(prec) as engine:
-                row = s.gate.run([engine], cases, settings).rows[0]
-            rows.append(row)
-            curves.append((f"{row.backend} {row.precision}", row.accuracy.evaluation))
-    first = rows[0].accuracy
-    gate = GateReport(Verdict.combine(r.verdict for r in rows), environment.fingerprint(), first.model,
-                      first.reference_model, first.dataset, rows)
+        def one_at_a_time():  # each engine built when the gate reaches it and closed before the next
+            for prec in precisions:
+                with s.engine(prec) as engine:
+                    yield engine
+
+        gate = s.gate.run(one_at_a_time(), cases, settings)
+    curves = [(f"{r.backend} {r.precision}", r.accuracy.evaluation) for r in gate.rows]
     paths = report.write_gate(gate, Path(args.out), curves)
     if args.json:
         report.write_json(args.json, gate)

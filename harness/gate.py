@@ -18,7 +18,7 @@ import datetime
 import enum
 import sys
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
@@ -419,8 +419,10 @@ class Gate:
 
     # --- everything, for a list of engines -------------------------------------------------------------
 
-    def run(self, engines: Sequence[Engine], perf_cases: Sequence[bench.Case] = (),
+    def run(self, engines: Iterable[Engine], perf_cases: Sequence[bench.Case] = (),
             perf_settings: bench.Settings | None = None) -> GateReport:
+        """Accuracy, conformance and (given cases) perf of each engine, one report. ``engines`` may be a
+        generator that builds each engine on demand and closes it when the next is asked for."""
         rows = []
         for engine in engines:
             self.log(f"gate: {engine.label}: accuracy")
@@ -430,5 +432,5 @@ class Gate:
             perf = self.perf(engine, perf_cases, perf_settings) if perf_cases else None
             rows.append(GateRow(engine.name, engine.precision, row_verdict(acc, conf, perf), acc, conf, perf))
         return GateReport(Verdict.combine(r.verdict for r in rows), environment.fingerprint(),
-                          ModelRef.of(engines[0].model) if engines else ModelRef.of(self.reference),
+                          rows[0].accuracy.model if rows else ModelRef.of(self.reference),
                           ModelRef.of(self.reference), DatasetRef.of(self.dataset), rows)
