@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import math
 import os
+import time
 from pathlib import Path
 from typing import Iterator, Sequence
 
@@ -27,6 +28,7 @@ IMAGE_SIZE = 160
 MARGIN = 32
 MEAN, SCALE = 127.5, 128.0
 EXTENSIONS = (".jpg", ".png", ".jpeg")
+CROPS_LAYOUT = "uint8 NCHW, v1"  # the crop cache's file layout; bump on any change
 PREPROCESSING = {"crop": "facenet-align", "margin": MARGIN, "size": IMAGE_SIZE, "resize": "cv2.INTER_LINEAR",
                  "mean": MEAN, "scale": SCALE, "order": "RGB", "layout": "NCHW"}
 
@@ -210,7 +212,19 @@ def read_rgb(path: Path) -> np.ndarray:
 
 def normalize(faces: np.ndarray) -> np.ndarray:
     """uint8 NHWC RGB -> float32 NCHW ``(x - 127.5) / 128``."""
-    return ((faces.astype(np.float32) - MEAN) / SCALE).transpose(0, 3, 1, 2).copy()
+    return normalize_chw(faces.transpose(0, 3, 1, 2))
+
+
+def normalize_chw(faces: np.ndarray) -> np.ndarray:
+    """uint8 NCHW RGB -> float32 NCHW ``(x - 127.5) / 128``, bit-identical to ``normalize``.
+
+    One pass into a fresh contiguous array (1/128 is a power of two, so the product equals the
+    quotient exactly): on contiguous NCHW crops about 3x faster than converting then transposing.
+    """
+    out = np.empty(faces.shape, np.float32)
+    np.subtract(faces, np.float32(MEAN), out=out, dtype=np.float32)
+    out *= np.float32(1.0 / SCALE)
+    return out
 
 
 class Dataset:
@@ -233,6 +247,8 @@ class Dataset:
                                    f"{missing[0]}; regenerate it with 'facenet-harness align' or drop --boxes for a "
                                    "pre-aligned folder.")
         self._digest: str | None = None
+        self._crop_cache: Path | None = None
+        self._crops: np.ndarray | None = None
 
     @property
     def form(self) -> str:
@@ -295,8 +311,57 @@ class Dataset:
         pick = np.random.default_rng(seed).choice(len(candidates), size, replace=False)
         return [candidates[i] for i in sorted(pick)]
 
+    def use_crop_cache(self, cache_dir: str | os.PathLike) -> None:
+        """Serve the protocol faces from a crop cache under ``cache_dir`` (built on first use).
+
+        Decoding and cropping the 7,701 JPEGs runs at a few hundred images/s per core; a GPU engine
+        would wait on it.  With the cache, every later pass reads uint8 NCHW crops from one memory-mapped
+        file and only normalises them.
+        """
+        self._crop_cache = Path(cache_dir) / "crops"
+
+    def crops_key(self) -> str:
+        """Content key of the crop cache: dataset digest (images, boxes, protocol) and preprocessing."""
+        return cache.key_of(dataset=self.digest, preprocessing=PREPROCESSING, keys=len(self.keys),
+                            layout=CROPS_LAYOUT)
+
+    def crops(self) -> np.ndarray:
+        """All protocol faces as uint8 NCHW (in ``keys`` order), memory-mapped from the crop cache.
+
+        The file is built once (decoded in threads, written atomically), keyed by ``crops_key``, and its
+        sha256 is checked once per process before use; a mismatch rebuilds it.
+        """
+        if self._crops is None:
+            if self._crop_cache is None:
+                raise HarnessError("no crop cache folder set: call Dataset.use_crop_cache(cache_dir) first.")
+            key = self.crops_key()
+            path = self._crop_cache / f"{key[:32]}.npy"
+            cache.get_or_build(path, self._write_crops, match={"key": key, "images": len(self.keys)})
+            crops = np.load(path, mmap_mode="r")
+            if crops.shape != (len(self.keys), 3, IMAGE_SIZE, IMAGE_SIZE) or crops.dtype != np.uint8:
+                raise HarnessError(f"{path}: crop cache has shape {crops.shape} {crops.dtype}; delete it to rebuild.")
+            self._crops = crops
+        return self._crops
+
+    def _write_crops(self, tmp: Path) -> dict:
+        start = time.perf_counter()
+        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                        shape=(len(self.keys), 3, IMAGE_SIZE, IMAGE_SIZE))
+
+        def put(i: int) -> None:
+            out[i] = self.load(i).transpose(2, 0, 1)
+
+        with concurrent.futures.ThreadPoolExecutor(max_workers=os.cpu_count() or 1) as pool:
+            for f in [pool.submit(put, i) for i in range(len(self.keys))]:
+                f.result()
+        out.flush()
+        del out
+        return {"seconds": round(time.perf_counter() - start, 3)}
+
     def batch(self, indices: Sequence[int]) -> np.ndarray:
-        """Preprocessed NCHW float32 batch of the given images."""
+        """Preprocessed NCHW float32 batch of the given images (from the crop cache when one is set)."""
+        if self._crop_cache is not None:
+            return normalize_chw(self.crops()[np.asarray(indices, dtype=np.intp)])
         return normalize(np.stack([self.load(i) for i in indices]))
 
     def batches(self, batch_size: int, indices: Sequence[int] | None = None, prefetch: int = 2
@@ -307,6 +372,8 @@ class Dataset:
         """
         order = list(range(len(self.keys))) if indices is None else list(indices)
         chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        if self._crop_cache is not None:
+            self.crops()  # built (or verified) once here, not by racing prefetch threads
         with concurrent.futures.ThreadPoolExecutor(max_workers=prefetch) as pool:
             pending = [pool.submit(self.batch, c) for c in chunks[:prefetch]]
             for k, chunk in enumerate(chunks):

@@ -238,6 +238,7 @@ class Gate:
         self.reference = reference
         self.store = store or BaselineStore()
         self.cache_dir = cache.cache_root(cache_dir)
+        dataset.use_crop_cache(self.cache_dir)  # every LFW pass after the first is bound by the engine
         self.batch_size = batch_size
         self.probe_size = probe_size
         self.probe_seed = probe_seed
