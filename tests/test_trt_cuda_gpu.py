@@ -2,9 +2,14 @@
 
 The SDK is the contract fake of ``test_trt_contract`` (no TensorRT/IxRT needed), but memory, copies,
 the stream and the events are real CUDA through cuda-python or pycuda, and the fake engine's
-'compute' is a device-to-device copy of each row's first 512 values. Skips without a CUDA binding
-or a GPU.
+'compute' is a device-to-device copy of each row's first 512 values. Skips, with the reason, without
+a CUDA binding or a GPU.
 """
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -19,13 +24,12 @@ from .test_trt_contract import ROW_IN, ROW_OUT, Rec, expected, fake_sdk, info, r
 @pytest.fixture(scope="module")
 def real_cuda():
     try:
-        cuda = cuda_mod.Cuda()
+        cuda = cuda_mod.Cuda()  # EngineUnavailable (a HarnessError) with the reason when there is no device
         cuda.device()
     except HarnessError as e:
-        pytest.skip(f"no CUDA Python binding: {e}")
-    except Exception as e:  # a binding without a driver or device raises its own errors
-        pytest.skip(f"no usable CUDA device: {e}")
-    return cuda
+        pytest.skip(str(e))
+    with cuda:  # pycuda: the retained primary context is popped and released afterwards
+        yield cuda
 
 
 def device_copy(cuda):
@@ -57,8 +61,8 @@ class GpuFakeCuda:
         return getattr(self.cuda, name)
 
 
-def gpu_sdk(generation, rec, gpu, batch):
-    sdk = fake_sdk(generation, rec, gpu, batch=batch)
+def gpu_sdk(fixture, rec, gpu, batch):
+    sdk = fake_sdk(fixture, rec, gpu, batch=batch)
     engine_cls = sdk.Runtime(None).deserialize_cuda_engine(b"").__class__
     context_cls = engine_cls().create_execution_context().__class__
     stream = {}
@@ -70,15 +74,16 @@ def gpu_sdk(generation, rec, gpu, batch):
     return sdk, stream
 
 
-@pytest.mark.parametrize("generation, batch", [("tensor", 64), ("tensor", None), ("binding", None)])
-def test_runner_moves_real_device_memory(real_cuda, generation, batch, tmp_path):
+@pytest.mark.parametrize("fixture, batch, engine_cls", [("11.x", 64, trt_engine.TensorRTEngine),
+                                                       ("10.x", None, trt_engine.TensorRTEngine),
+                                                       ("8.6", None, trt_engine.IxRTEngine)])
+def test_runner_moves_real_device_memory(real_cuda, fixture, batch, engine_cls, tmp_path):
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"fake onnx")
     rec = Rec()
     gpu = GpuFakeCuda(real_cuda)
-    sdk, stream = gpu_sdk(generation, rec, gpu, batch)
-    engine = trt_engine.TensorRTEngine(info(onnx_file, batch), "fp16", EngineContext(tmp_path / "cache"), sdk=sdk,
-                                        cuda=gpu)
+    sdk, stream = gpu_sdk(fixture, rec, gpu, batch)
+    engine = engine_cls(info(onnx_file, batch), "fp32", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=gpu)
     stream["s"] = engine.stream
     assert engine.describe()["device"] == real_cuda.device()["device"]
     full, partial = rows(64, 1), rows(7, 2)
@@ -89,6 +94,7 @@ def test_runner_moves_real_device_memory(real_cuda, generation, batch, tmp_path)
     t = engine.timings
     assert set(t) == {"h2d_ms", "compute_ms", "d2h_ms"} and all(v >= 0 for v in t.values())
     assert t["h2d_ms"] > 0  # a real copy of the batch took measurable time on the stream
+    engine.close()
 
 
 def test_in_place_execution_on_the_device(real_cuda, tmp_path):
@@ -96,11 +102,50 @@ def test_in_place_execution_on_the_device(real_cuda, tmp_path):
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"fake onnx")
     gpu = GpuFakeCuda(real_cuda)
-    sdk, stream = gpu_sdk("tensor", Rec(), gpu, 64)
-    engine = trt_engine.TensorRTEngine(info(onnx_file, 64), "fp16", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=gpu)
+    sdk, stream = gpu_sdk("10.x", Rec(), gpu, 64)
+    engine = trt_engine.TensorRTEngine(info(onnx_file, 64), "fp32", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=gpu)
     stream["s"] = engine.stream
     x = rows(8, 4)
     engine.load_in_place(x)
     for _ in range(3):
         engine.execute_in_place()
     np.testing.assert_array_equal(engine.fetch_in_place()[:8], expected(x))
+    engine.close()
+
+
+def test_pinned_buffers_are_page_locked(real_cuda):
+    arr = real_cuda.pinned((4, 512), np.float32)
+    arr[:] = 1.0
+    impl = real_cuda.impl
+    if isinstance(impl, cuda_mod._CudaPython):
+        attrs = impl._check(impl.rt.cudaPointerGetAttributes(arr.ctypes.data))
+        assert int(attrs.type) == int(impl.rt.cudaMemoryType.cudaMemoryTypeHost)  # pinned, not pageable
+    else:
+        assert type(arr.base).__name__ == "PagelockedHostAllocation"
+    real_cuda.free_pinned(arr)
+
+
+def test_engine_lifecycle_exits_cleanly(real_cuda, tmp_path):
+    """A fresh process opens, runs and closes an engine on the GPU and exits 0 (no pycuda abort at exit)."""
+    script = textwrap.dedent(f"""
+        import numpy as np
+        from harness.engines import EngineContext, tensorrt as trt_engine
+        from harness.engines import cuda as cuda_mod
+        from tests.test_trt_cuda_gpu import GpuFakeCuda, gpu_sdk
+        from tests.test_trt_contract import Rec, info, rows, expected
+        from pathlib import Path
+        onnx = Path({str(tmp_path / "m.onnx")!r}); onnx.write_bytes(b"fake onnx")
+        with cuda_mod.Cuda() as real:
+            gpu = GpuFakeCuda(real)
+            sdk, stream = gpu_sdk("11.x", Rec(), gpu, 64)
+            with trt_engine.TensorRTEngine(info(onnx, 64), "fp32", EngineContext(Path({str(tmp_path / "c")!r})),
+                                           sdk=sdk, cuda=gpu) as engine:
+                stream["s"] = engine.stream
+                x = rows(8)
+                assert np.array_equal(engine.run(x), expected(x))
+        print("closed")
+    """)
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
+                          cwd=Path(__file__).resolve().parent.parent)
+    assert proc.returncode == 0 and "closed" in proc.stdout, proc.stderr[-2000:]
+    assert "abort" not in proc.stderr.lower() and "context" not in proc.stderr.lower(), proc.stderr[-2000:]

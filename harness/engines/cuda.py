@@ -1,6 +1,13 @@
-"""The little of CUDA the TensorRT/IxRT runner needs, over pycuda or cuda-python (the ``gpu`` extras)."""
+"""The little of CUDA the TensorRT/IxRT runner needs, over pycuda or cuda-python (the ``gpu`` extras).
+
+Everything created here is released explicitly: ``free`` (device buffers), ``free_pinned``
+(page-locked host arrays), ``destroy_event``, ``free_stream`` and finally ``close`` (pycuda: pops
+and releases the retained primary context, so nothing is left for pycuda to abort on at exit).
+``probe()`` asks whether a device is usable without creating a context.
+"""
 from __future__ import annotations
 
+import ctypes
 import importlib.util
 
 import numpy as np
@@ -20,39 +27,81 @@ def binding_available() -> str | None:
     return None
 
 
+def _import_binding():
+    """("pycuda", pycuda.driver) or ("cuda-python", cuda runtime module); EngineUnavailable when neither imports."""
+    try:
+        import pycuda.driver as drv
+
+        return "pycuda", drv
+    except ImportError:
+        pass
+    try:
+        from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+    except ImportError:
+        try:
+            from cuda import cudart  # older cuda-python
+        except ImportError:
+            raise EngineUnavailable("no CUDA Python binding: pip install '.[gpu]' (cuda-python) or "
+                                    "'.[gpu-pycuda]' (pycuda, needs the CUDA toolkit).") from None
+    return "cuda-python", cudart
+
+
+def probe(binding=None) -> str | None:
+    """Why no CUDA device is usable here, or None when one is. Creates no context (device count only)."""
+    try:
+        kind, mod = binding or _import_binding()
+    except HarnessError as e:
+        return str(e)
+    try:
+        if kind == "pycuda":
+            mod.init()
+            count = mod.Device.count()
+        else:
+            err, count = mod.cudaGetDeviceCount()
+            if int(err) != 0:
+                return f"no usable CUDA device: cudaGetDeviceCount returned {getattr(err, 'name', err)}"
+    except Exception as e:  # a binding without a driver raises its own error types
+        return f"no usable CUDA device: {type(e).__name__}: {e}"
+    return None if count > 0 else "no CUDA device: the driver reports 0 devices"
+
+
 class Cuda:
     """The little of CUDA the runner needs, over pycuda or cuda-python."""
 
     def __init__(self, impl=None):
-        self.impl = impl or self._load()
-
-    @staticmethod
-    def _load():
-        try:
-            import pycuda.driver as drv
-
-            drv.init()
-            return _Pycuda(drv)
-        except ImportError:
-            pass
-        try:
-            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
-        except ImportError:
-            try:
-                from cuda import cudart  # older cuda-python
-            except ImportError:
-                raise EngineUnavailable("no CUDA Python binding: pip install '.[gpu]' (cuda-python) or "
-                                   "'.[gpu-pycuda]' (pycuda, needs the CUDA toolkit).") from None
-        return _CudaPython(cudart)
+        if impl is None:
+            binding = _import_binding()
+            why = probe(binding)
+            if why:
+                raise EngineUnavailable(why)
+            kind, mod = binding
+            impl = _Pycuda(mod) if kind == "pycuda" else _CudaPython(mod)
+        self.impl = impl
 
     def __getattr__(self, name):
         return getattr(self.impl, name)
 
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.impl.close()
+
 
 class _Pycuda:
+    """pycuda on device 0's primary context (retained, pushed for the engine's life, popped in ``close``)."""
+
     def __init__(self, drv):
         self.drv = drv
-        self.ctx = drv.Device(0).make_context()
+        drv.init()
+        self.ctx = drv.Device(0).retain_primary_context()
+        self.ctx.push()
+
+    def close(self):
+        if self.ctx is not None:
+            ctx, self.ctx = self.ctx, None
+            self.drv.Context.pop()
+            ctx.detach()
 
     def device(self) -> dict:
         dev = self.drv.Device(0)
@@ -62,14 +111,26 @@ class _Pycuda:
     def alloc(self, nbytes):
         return self.drv.mem_alloc(max(int(nbytes), 1))
 
+    def free(self, buf):
+        buf.free()
+
     def ptr(self, buf) -> int:
         return int(buf)
+
+    def pinned(self, shape, dtype) -> np.ndarray:
+        return self.drv.pagelocked_empty(shape, dtype)
+
+    def free_pinned(self, array: np.ndarray):
+        array.base.free()
 
     def stream(self):
         return self.drv.Stream()
 
     def stream_handle(self, stream) -> int:
         return stream.handle
+
+    def free_stream(self, stream):
+        pass  # a pycuda Stream is destroyed when its last reference goes (the runner drops it before close())
 
     def htod(self, buf, host, stream):
         self.drv.memcpy_htod_async(buf, host, stream)
@@ -83,48 +144,68 @@ class _Pycuda:
     def event(self):
         return self.drv.Event()
 
+    def destroy_event(self, event):
+        pass  # like Stream: destroyed with its last reference
+
     def record(self, event, stream):
         event.record(stream)
 
     def elapsed_ms(self, start, end) -> float:
         return end.time_since(start)
 
-    def pinned(self, shape, dtype):
-        return self.drv.pagelocked_empty(shape, dtype)
-
-    def free(self, buf):
-        buf.free()
-
-    def free_stream(self, stream):
-        pass  # pycuda frees a Stream when it is collected
-
 
 class _CudaPython:
+    """cuda-python's runtime API (on the runtime's primary context of the current device)."""
+
     def __init__(self, cudart):
         self.rt = cudart
+        self._pinned: dict[int, int] = {}  # array data address -> cudaMallocHost pointer
+
+    def close(self):
+        pass  # the runtime's primary context belongs to the process; every object we made is freed by its owner
 
     def _check(self, result):
         err, *rest = result if isinstance(result, tuple) else (result,)
         if int(err) != 0:
-            raise HarnessError(f"CUDA call failed: {err}")
+            raise HarnessError(f"CUDA call failed: {getattr(err, 'name', err)}")
         return rest[0] if len(rest) == 1 else rest
 
     def device(self) -> dict:
         props = self._check(self.rt.cudaGetDeviceProperties(0))
-        return {"device": props.name.decode().rstrip("\0"), "driver": str(self._check(self.rt.cudaDriverGetVersion())),
+        name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+        return {"device": name.rstrip("\0"), "driver": str(self._check(self.rt.cudaDriverGetVersion())),
                 "compute_capability": f"{props.major}.{props.minor}"}
 
     def alloc(self, nbytes):
         return self._check(self.rt.cudaMalloc(max(int(nbytes), 1)))
 
+    def free(self, buf):
+        self._check(self.rt.cudaFree(buf))
+
     def ptr(self, buf) -> int:
         return int(buf)
+
+    def pinned(self, shape, dtype) -> np.ndarray:
+        """A numpy array over page-locked host memory (cudaMallocHost); release it with ``free_pinned``."""
+        dtype = np.dtype(dtype)
+        nbytes = max(int(np.prod(shape)) * dtype.itemsize, 1)
+        address = int(self._check(self.rt.cudaMallocHost(nbytes)))
+        raw = (ctypes.c_byte * nbytes).from_address(address)
+        array = np.frombuffer(raw, np.uint8)[: int(np.prod(shape)) * dtype.itemsize].view(dtype).reshape(shape)
+        self._pinned[array.ctypes.data] = address
+        return array
+
+    def free_pinned(self, array: np.ndarray):
+        self._check(self.rt.cudaFreeHost(self._pinned.pop(array.ctypes.data)))
 
     def stream(self):
         return self._check(self.rt.cudaStreamCreate())
 
     def stream_handle(self, stream) -> int:
         return int(stream)
+
+    def free_stream(self, stream):
+        self._check(self.rt.cudaStreamDestroy(stream))
 
     def htod(self, buf, host, stream):
         self._check(self.rt.cudaMemcpyAsync(buf, host.ctypes.data, host.nbytes,
@@ -140,17 +221,11 @@ class _CudaPython:
     def event(self):
         return self._check(self.rt.cudaEventCreate())
 
+    def destroy_event(self, event):
+        self._check(self.rt.cudaEventDestroy(event))
+
     def record(self, event, stream):
         self._check(self.rt.cudaEventRecord(event, stream))
 
     def elapsed_ms(self, start, end) -> float:
         return float(self._check(self.rt.cudaEventElapsedTime(start, end)))
-
-    def pinned(self, shape, dtype):
-        return np.empty(shape, dtype)
-
-    def free(self, buf):
-        self._check(self.rt.cudaFree(buf))
-
-    def free_stream(self, stream):
-        self._check(self.rt.cudaStreamDestroy(stream))

@@ -2,14 +2,25 @@
 
 IxRT (Iluvatar CoreX) ships a TensorRT-compatible Python package importable as ``tensorrt`` (some
 releases as ``ixrt``) and needs ``libixrt_plugin.so`` from the package's ``lib/`` folder loaded
-before a build.  Two API generations are served and detected at run time:
-  * binding API (IxRT, TensorRT <= 8): ``num_bindings``, ``binding_is_input``,
-    ``get_binding_shape/dtype``, ``set_binding_shape``, ``execute_v2``;
-  * named-tensor API (TensorRT 10): ``num_io_tensors``, ``get_tensor_name/mode/shape/dtype``,
-    ``set_input_shape``, ``set_tensor_address``, ``execute_async_v3``.
-Engines are cached under a key of the ONNX hash, precision, batch/profile, SDK version, device name
-and driver version, so a driver or SDK upgrade rebuilds instead of reusing a stale plan.
-Device memory goes through pycuda when importable, else cuda-python (the ``gpu`` extra).
+before a build.  What the SDK offers is read from the SDK itself, never from its version string:
+
+* builder (``sdk_typing``): *weakly typed* SDKs (IxRT, TensorRT <= 10) have ``BuilderFlag.FP16``
+  and ``INT8``; the FP32 ONNX is built with those flags (INT8 from the QDQ model, FP16 fallback).
+  *Strongly typed* SDKs (TensorRT 11: no FP16/INT8 builder flags, ``STRONGLY_TYPED`` always on) take
+  their precision from the network's own types: FP16 is built from the FP16 ONNX (float16 inside,
+  float32 I/O), INT8 from the QDQ model. Any other SDK is refused with a clear error. FP32 engines
+  are built with ``BuilderFlag.TF32`` cleared on both (TF32 is on by default from Ampere on and would
+  miss the fp32 tolerance).
+* runner (``api_generation``): the binding API (IxRT, TensorRT <= 8: ``num_bindings``,
+  ``execute_async_v2`` on the harness stream, or ``execute_v2`` after a stream sync) or the
+  named-tensor API (TensorRT >= 8.5/10/11: ``num_io_tensors``, ``set_tensor_address``,
+  ``execute_async_v3``). IxRT prefers the binding API, TensorRT the named-tensor API.
+
+The API each path uses is listed in ``BUILD_API``/``RUN_API`` and checked by the contract tests
+against the real bindings' surface (tests/data/tensorrt_api, made by tools/extract_trt_api.py).
+Engines are cached under a key of the ONNX hash, precision, typing, TF32, batch/profile, SDK
+version, device name and driver version, so a driver or SDK upgrade rebuilds instead of reusing a
+stale plan. Device memory goes through pycuda when importable, else cuda-python (the ``gpu`` extra).
 """
 from __future__ import annotations
 
@@ -25,31 +36,58 @@ from .. import cache
 from .. import precision as precision_
 from ..errors import HarnessError
 from .base import Availability, Capability, Engine, EngineUnavailable, Option
-from .cuda import Cuda, binding_available
+from .cuda import Cuda, binding_available, probe
 from .onnxruntime import CALIBRATION_OPTIONS, calibration_from
 
 SDK_MODULES = {"tensorrt": ("tensorrt",), "ixrt": ("tensorrt", "ixrt")}
 WORKSPACE_BYTES = 1 << 30
 
-# Every attribute of the named-tensor (TensorRT 10) path, checked against tensorrt-stubs in the tests.
-NAMED_TENSOR_API = {
-    "module": ["Logger", "Builder", "OnnxParser", "Runtime", "BuilderFlag", "MemoryPoolType",
-               "NetworkDefinitionCreationFlag", "__version__"],
-    "Logger": ["WARNING"],
-    "BuilderFlag": ["FP16", "INT8"],
-    "MemoryPoolType": ["WORKSPACE"],
-    "NetworkDefinitionCreationFlag": ["EXPLICIT_BATCH"],
-    "Builder": ["create_network", "create_builder_config", "create_optimization_profile", "build_serialized_network"],
-    "OnnxParser": ["parse", "num_errors", "get_error"],
-    "INetworkDefinition": ["get_input"],
-    "ITensor": ["name", "shape"],
-    "IBuilderConfig": ["set_flag", "set_memory_pool_limit", "add_optimization_profile"],
-    "IOptimizationProfile": ["set_shape"],
-    "Runtime": ["deserialize_cuda_engine"],
-    "ICudaEngine": ["num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape", "get_tensor_dtype",
-                    "create_execution_context"],
-    "IExecutionContext": ["set_input_shape", "set_tensor_address", "execute_async_v3"],
+# What each path touches on the SDK, checked against the real bindings in the contract tests.
+BUILD_API = {
+    "common": {
+        "module": ["Logger", "Builder", "OnnxParser", "Runtime", "BuilderFlag", "NetworkDefinitionCreationFlag",
+                   "__version__"],
+        "Logger": ["WARNING"],
+        "Builder": ["create_network", "create_builder_config", "create_optimization_profile",
+                    "build_serialized_network"],
+        "OnnxParser": ["parse", "num_errors", "get_error"],
+        "INetworkDefinition": ["get_input"],
+        "ITensor": ["name", "shape"],
+        "IBuilderConfig": ["clear_flag", "add_optimization_profile"],
+        "IOptimizationProfile": ["set_shape"],
+        "BuilderFlag": ["TF32"],
+        "Runtime": ["deserialize_cuda_engine"],
+    },
+    "weak": {"BuilderFlag": ["FP16", "INT8"]},
+    "strong": {"NetworkDefinitionCreationFlag": ["STRONGLY_TYPED"]},
+    "memory_pools": {"module": ["MemoryPoolType"], "MemoryPoolType": ["WORKSPACE"],
+                     "IBuilderConfig": ["set_memory_pool_limit"]},
 }
+RUN_API = {
+    "tensor": {"ICudaEngine": ["num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape",
+                               "get_tensor_dtype", "create_execution_context"],
+               "IExecutionContext": ["set_input_shape", "set_tensor_address", "execute_async_v3"]},
+    "binding": {"ICudaEngine": ["num_bindings", "get_binding_name", "binding_is_input", "get_binding_shape",
+                                "get_binding_dtype", "create_execution_context"],
+                "IExecutionContext": ["set_binding_shape", "execute_async_v2"]},
+}
+
+
+def sdk_typing(trt) -> str:
+    """'weak' (precision by builder flags: IxRT, TensorRT <= 10) or 'strong' (by the network's types: TensorRT 11).
+
+    Read from the SDK's own enums; an SDK that has neither is refused (EngineUnavailable, exit 2)."""
+    flags = getattr(trt, "BuilderFlag", None)
+    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
+    if flags is not None and hasattr(flags, "FP16") and hasattr(flags, "INT8"):
+        return "weak"
+    if flags is not None and creation is not None and hasattr(creation, "STRONGLY_TYPED"):
+        return "strong"
+    raise EngineUnavailable(
+        f"{getattr(trt, '__file__', 'tensorrt')}: unknown TensorRT SDK generation (version "
+        f"{getattr(trt, '__version__', 'unknown')}): it has neither BuilderFlag.FP16/INT8 (IxRT, TensorRT <= 10) nor "
+        "NetworkDefinitionCreationFlag.STRONGLY_TYPED (TensorRT 11). Install a supported SDK, or extend "
+        "harness/engines/tensorrt.py (sdk_typing) after checking its API with tools/extract_trt_api.py.")
 
 
 def load_sdk(backend: str):
@@ -84,12 +122,19 @@ class BuildSpec:
     batch: int | None  # static batch of the ONNX, or None (dynamic: profile below)
     profile: tuple[int, int, int] = (1, 64, 64)  # min, opt, max batch for a dynamic ONNX
     workspace: int = WORKSPACE_BYTES
+    typing: str = "weak"  # "weak": builder precision flags; "strong": the ONNX's own types
+
+    @property
+    def tf32(self) -> bool:
+        """Whether FP32 layers may compute in TF32: never for an fp32 engine (the fp32 tolerance is 1e-5)."""
+        return self.precision != "fp32"
 
 
 def engine_key(spec: BuildSpec, sdk_version: str, device: dict) -> str:
     """Everything an engine plan depends on; a change of any part means a rebuild."""
     return cache.key_of(onnx=cache.sha256_file(spec.onnx), precision=spec.precision, batch=spec.batch,
                         profile=None if spec.batch else spec.profile, workspace=spec.workspace,
+                        typing=spec.typing, tf32=spec.tf32,
                         sdk=sdk_version, device=device.get("device"), driver=device.get("driver"),
                         compute_capability=device.get("compute_capability"))
 
@@ -98,9 +143,10 @@ def build_serialized(trt, spec: BuildSpec, logger) -> bytes:
     """Parse the ONNX and build an engine plan; HarnessError with every parser error, or on an empty build."""
     builder = trt.Builder(logger)
     flags = 0
-    creation = getattr(trt, "NetworkDefinitionCreationFlag", None)
-    if creation is not None and hasattr(creation, "EXPLICIT_BATCH"):
+    creation = trt.NetworkDefinitionCreationFlag
+    if spec.typing == "weak" and hasattr(creation, "EXPLICIT_BATCH"):
         flags = 1 << int(creation.EXPLICIT_BATCH)  # required before TensorRT 10, ignored by it
+    # strong typing: always on in TensorRT 11 (its STRONGLY_TYPED flag is deprecated and ignored)
     network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(spec.onnx).read_bytes()):
@@ -111,9 +157,11 @@ def build_serialized(trt, spec: BuildSpec, logger) -> bytes:
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace)
     else:  # older binding-API releases
         config.max_workspace_size = spec.workspace
-    if spec.precision in ("fp16", "int8"):
+    if not spec.tf32 and hasattr(trt.BuilderFlag, "TF32"):
+        config.clear_flag(trt.BuilderFlag.TF32)
+    if spec.typing == "weak" and spec.precision in ("fp16", "int8"):
         config.set_flag(trt.BuilderFlag.FP16)  # INT8 falls back to FP16 where a layer has no INT8 kernel
-    if spec.precision == "int8":
+    if spec.typing == "weak" and spec.precision == "int8":
         config.set_flag(trt.BuilderFlag.INT8)
     inp = network.get_input(0)
     if spec.batch is None:
@@ -143,10 +191,11 @@ class TensorRTEngine(Engine):
     capabilities = Capability.COMPUTE_ONLY | Capability.TIMING_SPLIT
     device_kind = "gpu"
     sdk_modules = SDK_MODULES["tensorrt"]
+    preferred_api = "tensor"  # TensorRT's named-tensor API where the SDK has it
 
     @classmethod
     def availability(cls) -> Availability:
-        """The SDK package and a CUDA binding are findable (nothing imported); the device is checked at creation."""
+        """The SDK package and a CUDA binding are findable (the SDK is not imported) and a device answers."""
         found = [m for m in cls.sdk_modules if importlib.util.find_spec(m) is not None]
         if not found:
             return Availability(False, f"no {' or '.join(cls.sdk_modules)} Python package: install the {cls.name} "
@@ -154,7 +203,8 @@ class TensorRTEngine(Engine):
         if binding_available() is None:
             return Availability(False, "no CUDA Python binding: pip install 'facenet-harness[gpu]' (cuda-python) "
                                        "or '[gpu-pycuda]'")
-        return Availability(True)
+        why = probe()
+        return Availability(False, why) if why else Availability(True)
 
     def __init__(self, model, precision="fp16", context=None, *, sdk=None, cuda=None, **options):
         super().__init__(model, precision, context, **options)
@@ -162,43 +212,75 @@ class TensorRTEngine(Engine):
         if len(profile) != 3 or not 1 <= profile[0] <= profile[1] <= profile[2]:
             raise HarnessError(f"engine {self.name!r}: profile {profile} must be min,opt,max batch with "
                                "1 <= min <= opt <= max.")
-        cache_dir = self.context.cache_dir
-        dataset = self.context.dataset
         self.trt = sdk or load_sdk(self.name)
+        self.typing = sdk_typing(self.trt)  # before anything is built or allocated
+        self.version = str(getattr(self.trt, "__version__", "unknown"))
+        self._owns_cuda = cuda is None  # a Cuda lent by the caller is the caller's to close
         self.cuda = cuda or Cuda()
+        self.buffers, self.pinned, self.events, self.stream = {}, {}, [], None
+        try:
+            self._open(model, precision, profile)
+        except BaseException:
+            self.close()
+            raise
+
+    def _open(self, model, precision, profile) -> None:
+        cache_dir = cache.cache_root(self.context.cache_dir)
         self.device = self.cuda.device()
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
-        onnx_path = model.path
-        if precision == "int8":  # explicit quantization: the QDQ model from the calibration step
-            if dataset is None:
-                raise HarnessError("INT8 needs calibration images: give the LFW dataset (LFW_DIR).")
-            calib = calibration_from(self.settings, "qdq-s8s8")
-            onnx_path = precision_.int8_model(model, dataset, cache.cache_root(cache_dir), calib)
-        spec = BuildSpec(Path(onnx_path), precision, model.batch, profile)
-        self.version = str(getattr(self.trt, "__version__", "unknown"))
-        self.plan_path = self._plan(spec, cache.cache_root(cache_dir))
+        spec = BuildSpec(self._onnx_for(model, precision, cache_dir), precision, model.batch, profile,
+                         typing=self.typing)
+        self.tf32 = spec.tf32 and hasattr(self.trt.BuilderFlag, "TF32")
+        self.plan_path = self._plan(spec, cache_dir)
         self.plan_sha256 = cache.sha256_file(self.plan_path)  # describe() is called often: hash the plan once
         runtime = self.trt.Runtime(self.logger)
         self.engine = runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
         if self.engine is None:
             raise HarnessError(f"{self.plan_path}: the SDK could not deserialize this engine plan; delete it to rebuild.")
         self.exec_context = self.engine.create_execution_context()
-        self.api = api_generation(self.engine)
+        self.api = api_generation(self.engine, self.exec_context, self.preferred_api)
         self.io = io_tensors(self.engine, self.api)
         self.max_batch = model.batch or profile[2]
         self.stream = self.cuda.stream()
-        self.buffers = {t.name: self.cuda.alloc(self.max_batch * t.row_bytes) for t in self.io}
+        self.events = [self.cuda.event() for _ in range(4)]  # h2d start, h2d end, compute end, d2h end
+        for t in self.io:
+            self.buffers[t.name] = self.cuda.alloc(self.max_batch * t.row_bytes)
+            self.pinned[t.name] = self.cuda.pinned((self.max_batch,) + tuple(t.shape[1:]), t.dtype)
+
+    def _onnx_for(self, model, precision, cache_dir: Path) -> Path:
+        """The ONNX this SDK builds for ``precision``: FP32 model + flags (weak typing) or a typed model."""
+        if precision == "int8":  # explicit quantization: the symmetric QDQ model of the calibration step
+            if self.context.dataset is None:
+                raise HarnessError("INT8 needs calibration images: give the LFW dataset (LFW_DIR).")
+            calib = calibration_from(self.settings, "qdq-s8s8")
+            return Path(precision_.tensorrt_int8_model(model, self.context.dataset, cache_dir, calib))
+        if precision == "fp16" and self.typing == "strong":  # float16 inside, float32 I/O
+            return Path(precision_.fp16_model(model, cache_dir))
+        return Path(model.path)
 
     def close(self) -> None:
-        """Free the device buffers and the stream; drop the execution context and engine."""
-        if not self.closed:
-            for buf in getattr(self, "buffers", {}).values():
-                self.cuda.free(buf)
-            self.buffers = {}
+        """Release, in order: pinned host buffers, device buffers, events, the stream, the execution
+        context and engine, then the CUDA context (pycuda) when the engine made it. Idempotent; safe on
+        a half-built engine."""
+        if self.closed:
+            return
+        c = getattr(self, "cuda", None)
+        if c is not None:
             if getattr(self, "stream", None) is not None:
-                self.cuda.free_stream(self.stream)
+                c.sync(self.stream)  # nothing may still be using what is freed below
+            for arr in getattr(self, "pinned", {}).values():
+                c.free_pinned(arr)
+            for buf in getattr(self, "buffers", {}).values():
+                c.free(buf)
+            for ev in getattr(self, "events", []):
+                c.destroy_event(ev)
+            self.pinned, self.buffers, self.events = {}, {}, []
+            if getattr(self, "stream", None) is not None:
+                c.free_stream(self.stream)
                 self.stream = None
-            self.exec_context = self.engine = None
+        self.exec_context = self.engine = None
+        if c is not None and self._owns_cuda:
+            c.close()
         super().close()
 
     def _plan(self, spec: BuildSpec, cache_dir: Path) -> Path:
@@ -207,10 +289,29 @@ class TensorRTEngine(Engine):
 
         def build(tmp: Path) -> dict:
             tmp.write_bytes(build_serialized(self.trt, spec, self.logger))
-            return {"sdk": self.version, **self.device, "onnx": str(spec.onnx), "precision": spec.precision}
+            return {"sdk": self.version, **self.device, "onnx": str(spec.onnx), "precision": spec.precision,
+                    "typing": spec.typing, "tf32": spec.tf32}
 
         cache.get_or_build(path, build)
         return path
+
+    def _io(self):
+        return next(t for t in self.io if t.is_input), next(t for t in self.io if not t.is_input)
+
+    def _upload(self, batch: np.ndarray) -> tuple[int, ...]:
+        """Stage ``batch`` in the pinned input buffer and queue its copy to the device; the input shape."""
+        inp, _ = self._io()
+        host = self.pinned[inp.name][: len(batch)]
+        np.copyto(host, batch, casting="same_kind")
+        self.cuda.htod(self.buffers[inp.name], host, self.stream)
+        return (len(batch),) + tuple(batch.shape[1:])
+
+    def _download(self, n: int) -> np.ndarray:
+        """Queue the copy of ``n`` output rows into the pinned output buffer (read it after a sync)."""
+        _, out = self._io()
+        host = self.pinned[out.name][:n]
+        self.cuda.dtoh(host, self.buffers[out.name], self.stream)
+        return host
 
     def load_in_place(self, batch: np.ndarray) -> None:
         """Upload a batch once, for the compute-only view: ``execute_in_place`` then runs the engine alone."""
@@ -220,11 +321,9 @@ class TensorRTEngine(Engine):
         if self.model.batch and n != self.model.batch:
             padded = np.zeros((self.model.batch,) + batch.shape[1:], np.float32)
             padded[:n] = batch
-            batch, n = padded, self.model.batch
-        inp = next(t for t in self.io if t.is_input)
-        self.cuda.htod(self.buffers[inp.name], np.ascontiguousarray(batch, inp.dtype), self.stream)
+            batch = padded
+        self._in_place_shape = self._upload(batch)
         self.cuda.sync(self.stream)
-        self._in_place_shape = (n,) + tuple(batch.shape[1:])
 
     def execute_in_place(self) -> None:
         """Run the engine on the buffers already on the device (what the deployment's FPS figures time)."""
@@ -233,17 +332,17 @@ class TensorRTEngine(Engine):
 
     def fetch_in_place(self) -> np.ndarray:
         """The embeddings the last ``execute_in_place`` left in the output buffer (normalised like ``run``)."""
-        out_t = next(t for t in self.io if not t.is_input)
-        host = self.cuda.pinned((self._in_place_shape[0],) + tuple(out_t.shape[1:]), out_t.dtype)
-        self.cuda.dtoh(host, self.buffers[out_t.name], self.stream)
+        n = self._in_place_shape[0]
+        host = self._download(n)
         self.cuda.sync(self.stream)
-        out = np.array(host, np.float32).reshape(len(host), -1)
+        out = np.array(host, np.float32).reshape(n, -1)
         if not self.model.normalized:
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
 
     def _execute(self, shape: tuple[int, ...]) -> None:
-        inp = next(t for t in self.io if t.is_input)
+        """Queue one execution on the harness stream, after the copy-in queued on the same stream."""
+        inp, _ = self._io()
         c = self.cuda
         if self.api == "tensor":
             self.exec_context.set_input_shape(inp.name, shape)
@@ -253,8 +352,12 @@ class TensorRTEngine(Engine):
         else:
             if self.model.batch is None:
                 self.exec_context.set_binding_shape(inp.index, shape)
-            c.sync(self.stream)  # execute_v2 runs on its own stream: the copy-in must be complete
-            ok = self.exec_context.execute_v2([c.ptr(self.buffers[t.name]) for t in sorted(self.io, key=lambda t: t.index)])
+            bindings = [c.ptr(self.buffers[t.name]) for t in sorted(self.io, key=lambda t: t.index)]
+            if hasattr(self.exec_context, "execute_async_v2"):
+                ok = self.exec_context.execute_async_v2(bindings, c.stream_handle(self.stream))
+            else:  # execute_v2 runs on a stream of its own: the copy-in must be complete first
+                c.sync(self.stream)
+                ok = self.exec_context.execute_v2(bindings)
         if not ok:
             raise HarnessError(f"{self.name} {self.precision}: engine execution failed (see the SDK log).")
 
@@ -262,33 +365,29 @@ class TensorRTEngine(Engine):
         n = len(batch)
         if n > self.max_batch:  # the base class pads/splits static engines; a dynamic one splits here
             return np.concatenate([self._run(batch[i:i + self.max_batch]) for i in range(0, n, self.max_batch)])
-        inputs = [t for t in self.io if t.is_input]
-        outputs = [t for t in self.io if not t.is_input]
-        shape = (n,) + tuple(batch.shape[1:])
-        c, s = self.cuda, self.stream
-        events = [c.event() for _ in range(4)]
-        c.record(events[0], s)
-        host_in = np.ascontiguousarray(batch, inputs[0].dtype)
-        c.htod(self.buffers[inputs[0].name], host_in, s)
-        c.record(events[1], s)
+        c, s, ev = self.cuda, self.stream, self.events
+        c.record(ev[0], s)
+        shape = self._upload(batch)
+        c.record(ev[1], s)
         self._execute(shape)
-        c.record(events[2], s)
-        out = c.pinned((n,) + tuple(outputs[0].shape[1:]), outputs[0].dtype)
-        c.dtoh(out, self.buffers[outputs[0].name], s)
-        c.record(events[3], s)
+        c.record(ev[2], s)
+        host = self._download(n)
+        c.record(ev[3], s)
         c.sync(s)
-        self.timings = {"h2d_ms": c.elapsed_ms(events[0], events[1]), "compute_ms": c.elapsed_ms(events[1], events[2]),
-                        "d2h_ms": c.elapsed_ms(events[2], events[3])}
-        return np.array(out, np.float32).reshape(n, -1)
+        self.timings = {"h2d_ms": c.elapsed_ms(ev[0], ev[1]), "compute_ms": c.elapsed_ms(ev[1], ev[2]),
+                        "d2h_ms": c.elapsed_ms(ev[2], ev[3])}
+        return np.array(host, np.float32).reshape(n, -1)  # a copy: the pinned buffer is reused
 
     def describe(self) -> dict:
         return {"backend": self.name, "version": self.version, "precision": self.precision,
-                "engine_sha256": self.plan_sha256, "api": self.api, **self.device}
+                "engine_sha256": self.plan_sha256, "api": self.api, "typing": self.typing,
+                "tf32": self.tf32, **self.device}
 
 
 class IxRTEngine(TensorRTEngine):
     name = "ixrt"
     sdk_modules = SDK_MODULES["ixrt"]
+    preferred_api = "binding"  # IxRT's own samples and deployment use the TensorRT 8 binding API
 
 
 @dataclasses.dataclass(frozen=True)
@@ -304,12 +403,16 @@ class IOTensor:
         return int(np.prod([d for d in self.shape[1:]])) * np.dtype(self.dtype).itemsize
 
 
-def api_generation(engine) -> str:
-    if hasattr(engine, "num_io_tensors"):
-        return "tensor"
-    if hasattr(engine, "num_bindings"):
-        return "binding"
-    raise HarnessError("the engine object has neither num_io_tensors nor num_bindings: unknown TensorRT API.")
+def api_generation(engine, context, preferred: str = "tensor") -> str:
+    """'tensor' (named-tensor API) or 'binding' (binding API), the preferred one where the SDK has both."""
+    has = {"tensor": hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3"),
+           "binding": hasattr(engine, "num_bindings") and (hasattr(context, "execute_async_v2")
+                                                          or hasattr(context, "execute_v2"))}
+    for api in (preferred, *(a for a in has if a != preferred)):
+        if has[api]:
+            return api
+    raise HarnessError("the engine has neither num_io_tensors/execute_async_v3 nor num_bindings/execute_v2: "
+                       "an unknown TensorRT API; check it with tools/extract_trt_api.py.")
 
 
 def io_tensors(engine, api: str) -> list[IOTensor]:
