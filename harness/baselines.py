@@ -30,7 +30,8 @@ GOLDEN_DIR = "golden"
 # Margins of the absolute gates below the measured FP32 reference, per precision (baselines/README.md).
 ACCURACY_MARGIN = 0.002  # 12 of 6,000 pair decisions
 AUC_MARGIN = 0.001
-PRECISION_MARGINS = {"fp32": (ACCURACY_MARGIN, AUC_MARGIN), "fp16": (ACCURACY_MARGIN, AUC_MARGIN),
+PRECISION_MARGINS = {"fp32": (ACCURACY_MARGIN, AUC_MARGIN), "tf32": (ACCURACY_MARGIN, AUC_MARGIN),
+                     "fp16": (ACCURACY_MARGIN, AUC_MARGIN), "bf16": (ACCURACY_MARGIN, AUC_MARGIN),
                      "int8": (ACCURACY_MARGIN + 0.003, AUC_MARGIN + 0.001)}
 DEFAULT_PERF_TOLERANCE = 0.10  # judged on the canary-normalised ratio's confidence interval (perfstats)
 

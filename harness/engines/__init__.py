@@ -27,6 +27,7 @@ BUILTINS = {
     "onnxruntime": "harness.engines.onnxruntime:OnnxRuntimeEngine",
     "tensorrt": "harness.engines.tensorrt:TensorRTEngine",
     "ixrt": "harness.engines.tensorrt:IxRTEngine",
+    "torch": "harness.engines.torch:TorchEngine",
 }
 
 
