@@ -1,4 +1,5 @@
-"""Reduced-precision variants of a FaceNet ONNX for onnxruntime: FP16 and INT8 (static quantization).
+"""Reduced-precision variants of a FaceNet ONNX: FP16 and INT8 (static quantization) for onnxruntime, and
+the symmetric INT8 QDQ model TensorRT/IxRT build from (``tensorrt_int8_model``, ``check_tensorrt_qdq``).
 
 Each variant is cached under a key of everything that shapes it (source model hash, recipe,
 onnxruntime version, and for INT8 the calibration image list, method and format), so changing
@@ -37,8 +38,13 @@ INT8_FORMATS = {
     "qop-u8s8": {"quant_format": "QOperator", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False},
     "qdq-u8s8-rr": {"quant_format": "QDQ", "activation": "QUInt8", "weight": "QInt8", "reduce_range": True},
     "qdq-s8s8": {"quant_format": "QDQ", "activation": "QInt8", "weight": "QInt8", "reduce_range": False},
+    # the model TensorRT/IxRT build from (tensorrt_int8_model); onnxruntime runs it as fake-quant on the CPU
+    "trt-qdq": {"quant_format": "QDQ", "activation": "QInt8", "weight": "QInt8", "reduce_range": False},
 }
 DEFAULT_INT8_FORMAT = "qop-u8s8-rr"
+TRT_INT8_FORMAT = "trt-qdq"
+# the calibrator when none is asked for, per format (measured: baselines/README.md, "INT8 for TensorRT")
+DEFAULT_METHODS = {TRT_INT8_FORMAT: "Percentile"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -47,17 +53,28 @@ class Calibration:
 
     size: int = 256
     seed: int = 0
-    method: str = "MinMax"  # onnxruntime CalibrationMethod: MinMax, Entropy, Percentile, Distribution
+    # onnxruntime CalibrationMethod: MinMax, Entropy, Percentile, Distribution; None: the default of the model
+    # built (DEFAULT_METHODS: MinMax for onnxruntime's own formats, Percentile for TensorRT's)
+    method: str | None = None
     format: str = DEFAULT_INT8_FORMAT
     batch_size: int = 32
 
     def __post_init__(self):
         if self.format not in INT8_FORMATS:
             raise HarnessError(f"unknown INT8 format {self.format!r}; choose one of {', '.join(INT8_FORMATS)}.")
-        if self.method not in ("MinMax", "Entropy", "Percentile", "Distribution"):
+        if self.method not in (None, "MinMax", "Entropy", "Percentile", "Distribution"):
             raise HarnessError(f"unknown calibration method {self.method!r}; MinMax, Entropy, Percentile or Distribution.")
         if self.size < 1:
             raise HarnessError(f"calibration size must be positive, got {self.size}.")
+
+    def method_for(self, fmt: str) -> str:
+        """The calibrator used for a model of format ``fmt``: the one asked for, else that format's default."""
+        return self.method or default_method(fmt)
+
+
+def default_method(fmt: str) -> str:
+    """The calibrator of INT8 format ``fmt`` when none is asked for (``DEFAULT_METHODS``, else MinMax)."""
+    return DEFAULT_METHODS.get(fmt, "MinMax")
 
 
 def _ort_version() -> str:
@@ -85,50 +102,188 @@ def fp16_model(source: ModelInfo, cache_dir: Path) -> Path:
                                              "onnxruntime": _ort_version()}, build)
 
 
-def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration: Calibration) -> Path:
-    """Statically quantized INT8 model, calibrated on ``calibration.size`` images outside the protocol."""
-    from onnxruntime import quantization as q
-
+def _calibration_set(dataset: Dataset, calibration: Calibration) -> tuple[list[tuple[str, Path]], str]:
+    """The calibration images (outside the protocol) and a hash of their content: bytes and face box, so
+    changed images rebuild the INT8 model."""
     files = dataset.calibration_files(calibration.size, calibration.seed)
-    # the calibration images by content (bytes and face box), so changed images rebuild the INT8 model
     image_list = cache.sha256_bytes("\n".join(
         f"{k} {cache.sha256_file(p)} {dataset.boxes.get(k) if dataset.boxes is not None else ''}"
         for k, p in files).encode())
-    fmt = INT8_FORMATS[calibration.format]
+    return files, image_list
+
+
+def _calibration_reader(source: ModelInfo, dataset: Dataset, files, batch_size: int):
+    """onnxruntime's CalibrationDataReader over ``files``, preprocessed as the protocol images are."""
+    from onnxruntime import quantization as q
+
+    from .data import normalize
 
     class Reader(q.CalibrationDataReader):
         def __init__(self):
-            self.chunks = iter([files[i:i + calibration.batch_size]
-                                for i in range(0, len(files), calibration.batch_size)])
+            self.chunks = iter([files[i:i + batch_size] for i in range(0, len(files), batch_size)])
 
         def get_next(self):
-            from .data import normalize
-
             chunk = next(self.chunks, None)
             if chunk is None:
                 return None
             return {source.input_name: normalize(np.stack([dataset.load_file(p, k) for k, p in chunk]))}
 
-    def build(out: Path):
-        import sys
+    return Reader()
 
-        print(f"calibrating INT8 ({calibration.format}, {calibration.method}) on {len(files)} LFW images "
-              "outside the protocol ...", file=sys.stderr, flush=True)
-        with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
-            prepped = Path(tmp) / "preprocessed.onnx"
-            q.quant_pre_process(str(source.path), str(prepped), skip_symbolic_shape=True)
-            q.quantize_static(
-                str(prepped), str(out), Reader(),
-                quant_format=getattr(q.QuantFormat, fmt["quant_format"]),
-                activation_type=getattr(q.QuantType, fmt["activation"]),
-                weight_type=getattr(q.QuantType, fmt["weight"]),
-                per_channel=True,
-                reduce_range=fmt["reduce_range"],
-                calibrate_method=getattr(q.CalibrationMethod, calibration.method),
-            )
+
+def _log(msg: str) -> None:
+    import sys
+
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _quantize_static(source: ModelInfo, dataset: Dataset, files, calibration: Calibration, method: str, out: Path,
+                     **options) -> None:
+    """onnxruntime's pre-processing (BN and scale folding, shapes), then ``quantize_static`` with ``options``,
+    calibrated on ``files`` with ``method``; written to ``out``."""
+    from onnxruntime import quantization as q
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        prepped = Path(tmp) / "preprocessed.onnx"
+        q.quant_pre_process(str(source.path), str(prepped), skip_symbolic_shape=True)
+        q.quantize_static(str(prepped), str(out), _calibration_reader(source, dataset, files, calibration.batch_size),
+                          calibrate_method=getattr(q.CalibrationMethod, method), **options)
+
+
+def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration: Calibration) -> Path:
+    """Statically quantized INT8 model, calibrated on ``calibration.size`` images outside the protocol."""
+    if calibration.format == TRT_INT8_FORMAT:
+        return tensorrt_int8_model(source, dataset, cache_dir, calibration)
+    from onnxruntime import quantization as q
+
+    files, image_list = _calibration_set(dataset, calibration)
+    fmt = INT8_FORMATS[calibration.format]
+    method = calibration.method_for(calibration.format)
+
+    def build(out: Path):
+        _log(f"calibrating INT8 ({calibration.format}, {method}) on {len(files)} LFW images "
+             "outside the protocol ...")
+        _quantize_static(source, dataset, files, calibration, method, out,
+                         quant_format=getattr(q.QuantFormat, fmt["quant_format"]),
+                         activation_type=getattr(q.QuantType, fmt["activation"]),
+                         weight_type=getattr(q.QuantType, fmt["weight"]),
+                         per_channel=True, reduce_range=fmt["reduce_range"])
         return {"calibration_images": [k for k, _ in files]}
 
     return _cached_build(cache_dir, f"int8-{calibration.format}", {
-        "source": source.sha256, "images": image_list, "method": calibration.method,
+        "source": source.sha256, "images": image_list, "method": method,
         "format": calibration.format, "size": calibration.size, "seed": calibration.seed,
         "onnxruntime": _ort_version()}, build)
+
+
+# --- the INT8 model for TensorRT / IxRT (explicit quantization) ------------------------------------------
+
+# TensorRT's ONNX parser takes symmetric INT8 Q/DQ only (zero point 0), weights per output channel, and
+# biases in float (it quantizes them itself). onnxruntime's quantize_static with these options writes that.
+# Chosen by measurement (baselines/README.md, "INT8 for TensorRT"): probe cosine vs the golden FP32 set.
+TRT_QDQ_RECIPE = {
+    "quantizer": "onnxruntime.quantization.quantize_static",
+    "quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True,
+    # every op onnxruntime's QDQ quantizer supports (Conv, Gemm, Add, Concat, MaxPool, GlobalAveragePool):
+    # measured closer to FP32 than Q/DQ at Conv inputs only
+    "op_types_to_quantize": None,
+    "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+}
+# the output-channel axis of a weight, per consumer op: Conv (M, C, kH, kW), Gemm B (K, N) without transB
+WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
+
+
+def tensorrt_int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration: Calibration) -> Path:
+    """The symmetric INT8 QDQ ONNX a TensorRT/IxRT engine is built from (``TRT_QDQ_RECIPE``), calibrated on
+    ``calibration.size`` images outside the protocol with ``calibration.method`` (default Percentile).
+    ``calibration.format`` is not used: this is always the TensorRT form. Cached by model sha, calibration
+    images, size, seed, method, quantizer version and recipe; ``check_tensorrt_qdq`` holds it to TensorRT's
+    rules before it is published."""
+    from onnxruntime import quantization as q
+
+    files, image_list = _calibration_set(dataset, calibration)
+    recipe = TRT_QDQ_RECIPE
+    method = calibration.method_for(TRT_INT8_FORMAT)
+
+    def build(out: Path):
+        _log(f"calibrating INT8 for TensorRT ({method}, symmetric QDQ) on {len(files)} LFW images "
+             "outside the protocol ...")
+        _quantize_static(source, dataset, files, calibration, method, out,
+                         quant_format=getattr(q.QuantFormat, recipe["quant_format"]),
+                         activation_type=getattr(q.QuantType, recipe["activation_type"]),
+                         weight_type=getattr(q.QuantType, recipe["weight_type"]),
+                         per_channel=recipe["per_channel"], op_types_to_quantize=recipe["op_types_to_quantize"],
+                         extra_options=dict(recipe["extra_options"]))
+        violations = check_tensorrt_qdq(out)
+        if violations:
+            raise HarnessError(f"{source.path}: the quantized model breaks TensorRT's Q/DQ rules "
+                               f"({'; '.join(violations[:5])}); report this with the onnxruntime version "
+                               f"{_ort_version()}.")
+        return {"calibration_images": [k for k, _ in files]}
+
+    return _cached_build(cache_dir, f"int8-{TRT_INT8_FORMAT}", {
+        "source": source.sha256, "images": image_list, "method": method, "size": calibration.size,
+        "seed": calibration.seed, "quantizer": f"onnxruntime {_ort_version()}", "recipe": recipe}, build)
+
+
+def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
+    """Initializers and Constant-node outputs by name."""
+    from onnx import numpy_helper
+
+    values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    for n in graph.node:
+        if n.op_type == "Constant":
+            for a in n.attribute:
+                if a.name == "value":
+                    values[n.output[0]] = numpy_helper.to_array(a.t)
+    return values
+
+
+def check_tensorrt_qdq(path: str | Path) -> list[str]:
+    """What keeps a QDQ ONNX from TensorRT's explicit INT8 (empty when nothing): a QuantizeLinear or
+    DequantizeLinear whose zero point is missing, not int8 or not 0; a quantized Conv/Gemm/MatMul weight
+    with one scale for the whole tensor or its channel axis elsewhere than the output channels; an
+    int32 (quantized bias) DequantizeLinear; no Q/DQ at all."""
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:  # onnx raises DecodeError and others
+        raise HarnessError(f"{path}: not a readable ONNX model ({e}).") from None
+    graph = model.graph
+    values = _constant_values(graph)
+    producer = {o: n for n in graph.node for o in n.output}
+    out = []
+    qdq = [n for n in graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if not qdq:
+        return [f"{path}: no QuantizeLinear/DequantizeLinear nodes: not an explicitly quantized model"]
+    for n in qdq:
+        zp = values.get(n.input[2]) if len(n.input) > 2 and n.input[2] else None
+        if zp is None:
+            out.append(f"{n.op_type} {n.name}: no constant zero point (the default is uint8)")
+        elif zp.dtype != np.int8:
+            out.append(f"{n.op_type} {n.name}: zero point is {zp.dtype}, not int8")
+        elif np.any(zp != 0):
+            out.append(f"{n.op_type} {n.name}: zero point {zp.ravel()[:4].tolist()} is not 0 (asymmetric)")
+        x = values.get(n.input[0])
+        if n.op_type == "DequantizeLinear" and x is not None and x.dtype == np.int32:
+            out.append(f"DequantizeLinear {n.name}: int32 input {n.input[0]} (a quantized bias; keep biases float)")
+    for n in graph.node:
+        if n.op_type not in ("Conv", "ConvTranspose", "Gemm", "MatMul") or len(n.input) < 2:
+            continue
+        dq = producer.get(n.input[1])
+        if dq is None or dq.op_type != "DequantizeLinear":
+            continue  # a weight left in float: TensorRT runs that layer in FP16/FP32
+        q = producer.get(dq.input[0])  # DQ(int8 constant), or DQ(Q(float constant)) as ModelOpt writes them
+        if dq.input[0] not in values and not (q is not None and q.op_type == "QuantizeLinear" and q.input[0] in values):
+            continue  # an activation x activation product: no weight
+        scale = values.get(dq.input[1])
+        axis = next((onnx.helper.get_attribute_value(a) for a in dq.attribute if a.name == "axis"), 1)
+        if n.op_type == "Gemm":
+            trans_b = next((onnx.helper.get_attribute_value(a) for a in n.attribute if a.name == "transB"), 0)
+            expected = 0 if trans_b else 1
+        else:
+            expected = WEIGHT_AXIS[n.op_type]
+        if scale is None or scale.size <= 1:
+            out.append(f"{n.op_type} {n.name}: weight {n.input[1]} is quantized per tensor, not per channel")
+        elif axis != expected:
+            out.append(f"{n.op_type} {n.name}: weight scales on axis {axis}, not the output-channel axis {expected}")
+    return out

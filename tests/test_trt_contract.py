@@ -495,7 +495,7 @@ def test_tensorrt_10_keeps_builder_flags(onnx_file, tmp_path, precision, expect)
 
 @pytest.fixture
 def int8_models(tmp_path, monkeypatch):
-    """precision.tensorrt_int8_model (owned by harness/precision.py) replaced by a recorder of its arguments."""
+    """precision.tensorrt_int8_model replaced by a recorder of its arguments (the model itself: tests/test_quantize.py)."""
     qdq = tmp_path / "qdq.onnx"
     qdq.write_bytes(b"a QDQ model")
     asked = []
@@ -504,7 +504,7 @@ def int8_models(tmp_path, monkeypatch):
         asked.append((source.path, dataset, calibration.format))
         return qdq
 
-    monkeypatch.setattr(trt_engine.precision_, "tensorrt_int8_model", tensorrt_int8_model, raising=False)
+    monkeypatch.setattr(trt_engine.precision_, "tensorrt_int8_model", tensorrt_int8_model)
     return asked
 
 
@@ -513,7 +513,7 @@ def int8_models(tmp_path, monkeypatch):
 def test_int8_is_built_from_the_qdq_model(onnx_file, tmp_path, int8_models, fixture, expect):
     dataset = object()
     engine, rec = make(fixture, onnx_file, tmp_path, batch=64, precision="int8", dataset=dataset)
-    assert int8_models == [(onnx_file, dataset, "qdq-s8s8")]
+    assert int8_models == [(onnx_file, dataset, trt_engine.precision_.TRT_INT8_FORMAT)]
     assert ("parser", "parse", len(b"a QDQ model")) in rec.calls
     assert flags(rec) == expect
 

@@ -252,7 +252,7 @@ class TensorRTEngine(Engine):
         if precision == "int8":  # explicit quantization: the symmetric QDQ model of the calibration step
             if self.context.dataset is None:
                 raise HarnessError("INT8 needs calibration images: give the LFW dataset (LFW_DIR).")
-            calib = calibration_from(self.settings, "qdq-s8s8")
+            calib = calibration_from(self.settings, precision_.TRT_INT8_FORMAT)
             return Path(precision_.tensorrt_int8_model(model, self.context.dataset, cache_dir, calib))
         if precision == "fp16" and self.typing == "strong":  # float16 inside, float32 I/O
             return Path(precision_.fp16_model(model, cache_dir))
