@@ -1,6 +1,7 @@
 """Embedding LFW with a backend (cached) and scoring it with facenet's evaluation."""
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -88,10 +89,44 @@ def evaluate(embeddings: np.ndarray, dataset: Dataset) -> metrics.Evaluation:
                                       dataset.protocol.folds)
 
 
-def flipped_decisions(embeddings: np.ndarray, reference: np.ndarray, dataset: Dataset, threshold: float) -> int:
-    """How many same/different decisions differ from the reference's, both judged at ``threshold``."""
-    return int(np.count_nonzero((pair_distances(embeddings, dataset) < threshold)
-                                != (pair_distances(reference, dataset) < threshold)))
+@dataclasses.dataclass(frozen=True)
+class FlippedPair:
+    """A protocol pair the engine decides differently from the reference (``flipped_pairs``)."""
+
+    pair: int  # index in the protocol (pairs.txt order)
+    first: str  # image keys "<Person>/<Person>_NNNN"
+    second: str
+    same: bool  # the protocol's label: the same person
+    reference_distance: float  # squared L2
+    engine_distance: float
+    fold: int  # the pair's test fold
+    threshold: float  # the one threshold both distances were judged at (see flipped_pairs)
+    engine_correct: bool  # whether the engine's decision is the right one (a flip can be a fix)
+
+    @property
+    def shift(self) -> float:
+        """How far the distance moved; the pairs are sorted by it, largest (worst) first."""
+        return abs(self.engine_distance - self.reference_distance)
+
+
+def flipped_pairs(embeddings: np.ndarray, reference: np.ndarray, dataset: Dataset,
+                  fold_thresholds: Sequence[float]) -> list[FlippedPair]:
+    """The pairs whose same/different decision differs from the reference's, worst (largest shift) first.
+
+    Both sides are judged at one threshold per pair: the engine's ``fold_thresholds`` entry for the pair's
+    test fold (``Evaluation.fold_thresholds``: its accuracy-maximising threshold on the other folds, as
+    facenet picks it). The engine's side is thus exactly the decision its accuracy counted, and a flip
+    means the distance itself moved across that threshold, not that the threshold moved.
+    """
+    d_eng, d_ref = pair_distances(embeddings, dataset), pair_distances(reference, dataset)
+    fold = metrics.fold_of(d_eng.size, dataset.protocol.folds)
+    thr = np.asarray(fold_thresholds, np.float64)[fold]
+    same = dataset.protocol.issame
+    flipped = np.flatnonzero((d_eng < thr) != (d_ref < thr))
+    flipped = flipped[np.argsort(-np.abs(d_eng - d_ref)[flipped], kind="stable")]
+    pairs = dataset.protocol.pairs
+    return [FlippedPair(int(i), pairs[i].first, pairs[i].second, bool(same[i]), float(d_ref[i]), float(d_eng[i]),
+                        int(fold[i]), float(thr[i]), bool((d_eng[i] < thr[i]) == same[i])) for i in flipped]
 
 
 def progress_bar(label: str):

@@ -26,6 +26,7 @@ def test_reference_fp32_meets_its_baseline(facenet_lfw, facenet_reference_model,
     assert report["dataset"]["digest"] == facenet_lfw.digest
     assert report["model"]["sha256"] == facenet_reference_model.sha256
     assert report["reference"] is None and report["flipped_decisions"] is None  # the reference is not compared with itself
+    assert report["flipped_pairs"] is None and report["flipped_png"] is None
     assert report["metrics"]["accuracy_mean"] >= gate["accuracy_min"], printed
     assert report["metrics"]["auc"] >= gate["auc_min"], printed
     assert report["verdict"] == "PASS" and rc == 0, printed
@@ -48,8 +49,11 @@ def test_engine_accuracy(facenet_engine, facenet_gate, facenet_store, facenet_lf
     ref, _ = facenet_gate.embeddings(facenet_gate.reference_engine)
     d_eng = accuracy.pair_distances(emb, facenet_lfw)
     d_ref = accuracy.pair_distances(ref, facenet_lfw)
-    thr = result.reference["threshold"]
-    assert result.flipped_decisions == int(np.count_nonzero((d_eng < thr) != (d_ref < thr)))
+    # both judged at the engine's threshold of the pair's fold (pairs.txt's fold)
+    thr = np.array([result.evaluation.fold_thresholds[p.fold] for p in facenet_lfw.protocol.pairs])
+    flipped = np.flatnonzero((d_eng < thr) != (d_ref < thr))
+    assert result.flipped_decisions == len(result.flipped_pairs) == flipped.size
+    assert sorted(f.pair for f in result.flipped_pairs) == flipped.tolist()
     # a decision can only flip for a pair whose distance moved across the threshold
     moved = np.abs(d_eng - d_ref) >= np.abs(d_ref - thr)
     assert result.flipped_decisions <= int(np.count_nonzero(moved))
@@ -127,7 +131,7 @@ def test_wrong_onnx_is_judged_against_the_pinned_reference(facenet_lfw, facenet_
     assert got["reference"]["model_sha256"] == facenet_reference_model.sha256
     assert got["reference"]["auc"] == pinned["metrics"]["auc"]  # the reference is the pinned model's run
     assert got["metrics"]["accuracy_mean"] != pinned["metrics"]["accuracy_mean"]  # its own figures
-    assert got["flipped_decisions"] > 0
+    assert got["flipped_decisions"] == len(got["flipped_pairs"]) > 0
     assert got["accuracy_delta"] == pytest.approx(got["metrics"]["accuracy_mean"] - pinned["metrics"]["accuracy_mean"])
     assert got["verdict"] == "NO BASELINE"  # this subset has no gate: never a pass
 
