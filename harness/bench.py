@@ -157,6 +157,55 @@ def probe_batch_indices(dataset: Dataset, batch: int, offset: int = 0) -> list[i
     return [(offset + i * (n // batch)) % n for i in range(batch)]
 
 
+@dataclasses.dataclass(frozen=True)
+class StageDelta:
+    """One stage of a batch's time, now against the baseline's (milliseconds per batch)."""
+
+    stage: str
+    baseline_ms: float | None  # None: the baseline's breakdown has no such stage
+    now_ms: float | None  # None: this run has no such stage
+    added_ms: float  # now - baseline (a missing side counts as 0)
+    ratio: float | None  # now / baseline
+
+
+@dataclasses.dataclass(frozen=True)
+class Breakdown:
+    """Where a batch of ``case`` spends its time, by stage (harness preprocessing, then ``Engine.profile``)."""
+
+    case: str
+    batch: int
+    source: str
+    stages_ms: dict[str, float]
+
+    def to_record(self) -> dict:
+        return {"source": self.source, "batch": self.batch,
+                "stages_ms": {k: round(v, 4) for k, v in self.stages_ms.items()}}
+
+    def against(self, baseline: dict | None) -> list[StageDelta]:
+        """Every stage of both, the one that added the most time first (empty without a baseline)."""
+        if not baseline:
+            return []
+        base = baseline.get("stages_ms", {})
+        out = []
+        for stage in dict.fromkeys([*self.stages_ms, *base]):
+            b, n = base.get(stage), self.stages_ms.get(stage)
+            out.append(StageDelta(stage, b, n, (n or 0.0) - (b or 0.0), n / b if b and n is not None else None))
+        return sorted(out, key=lambda d: -d.added_ms)
+
+
+def breakdown(engine: Engine, dataset: Dataset, case: Case, runs: int = 3) -> Breakdown:
+    """The stage split of one batch of ``case``: host preprocessing (a batch of protocol faces made ready
+    for the engine, as the pipeline view does) and the engine's own stages (``Engine.profile``)."""
+    indices = probe_batch_indices(dataset, case.batch)
+    dataset.batch(indices)  # warm (and build the crop cache, if one is set)
+    start = time.perf_counter()
+    for _ in range(runs):
+        batch = dataset.batch(indices)
+    host_ms = (time.perf_counter() - start) * 1e3 / runs
+    stages, source = engine.profile(batch, runs)
+    return Breakdown(case.name, case.batch, source, {"host preprocessing": host_ms, **stages})
+
+
 class Step:
     """One timed unit of a case: ``step()`` runs it; ``indices`` are the images the last call handled."""
 
@@ -312,9 +361,14 @@ def stack(engine: Engine) -> dict:
     env = environment.fingerprint()
     out = {"runtime": f"{d['backend']} {d.get('version')}", "harness": env.get("harness"), "python": env["python"],
            "numpy": env["numpy"]}
-    for key in ("driver", "api", "provider", "threads"):
+    for key in ("driver", "api", "provider", "threads", "cudnn"):
         if d.get(key) is not None:
             out[key] = str(d[key])
+    fingerprint = getattr(engine, "device_fingerprint", None)
+    if callable(fingerprint) and not canary_applies(engine):  # a GPU's maximum clocks (nvidia-smi), where known
+        clocks = fingerprint().get("max_clocks_mhz")
+        if clocks is not None:
+            out["max_clocks_mhz"] = str(clocks)
     return out
 
 

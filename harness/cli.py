@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accuracy, bench, cache, data, engines, model, report
+from . import accuracy, bench, cache, data, diagnose, engines, model, precision, report
 from .baselines import BaselineStore
 from .data import Dataset
 from .errors import HarnessError
@@ -86,6 +86,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("conformance", help="engine embeddings vs the FP32 reference on the probe set")
     _add_engine(p)
     _add_probe(p)
+    p = sub.add_parser("diagnose", help="the first layer where the engine departs from the FP32 reference, and its "
+                                        "layers ranked by the error they add, on the worst probe images")
+    _add_engine(p)
+    _add_probe(p)
+    p.add_argument("--samples", type=int, default=8, help="worst probe images to diagnose on (default 8)")
+    p = sub.add_parser("soak", help="several instances of an engine at once for a while, every output checked "
+                                    "against the reference; memory growth and throughput drift")
+    _add_engine(p)
+    _add_probe(p)
+    p.add_argument("--minutes", type=float, default=5.0, help="how long to run (default 5; fractions allowed)")
+    p.add_argument("--workers", type=int, default=2,
+                   help="engine instances running at once (threads; on a GPU each has its own stream; default 2)")
     p = sub.add_parser("golden", help="show, or with --save record, the golden FP32 probe embeddings")
     _add_engine(p)
     _add_probe(p)
@@ -114,6 +126,27 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", required=True, help="where to write the transformed ONNX")
     _add_dataset(p)
     _add_common(p)
+    p = sub.add_parser("quantize", help="write the INT8 QDQ ONNX a GPU engine builds from, check it against the "
+                                        "target's Q/DQ rules, and gate that file on the CPU (conformance, LFW)")
+    p.add_argument("--for", dest="target", required=True, choices=["tensorrt"],
+                   help="the runtime the model is for (tensorrt: TensorRT and IxRT, symmetric INT8 QDQ)")
+    p.add_argument("--out", required=True, help="where to write the quantized ONNX")
+    p.add_argument("--no-verify", action="store_true", help="write and check the file only; no CPU conformance "
+                                                            "and LFW accuracy run")
+    _add_common(p)
+    p.add_argument("--onnx", help="FaceNet ONNX to quantize (default: the pinned export)")
+    p.add_argument("--reference-onnx", help="FP32 reference ONNX the CPU check compares with (default: the pinned export)")
+    _add_dataset(p)
+    p.add_argument("--calib-size", type=int, help="calibration images, outside the protocol (default 256)")
+    p.add_argument("--calib-seed", type=int, help="seed of the calibration image draw (default 0)")
+    p.add_argument("--calib-method", choices=["MinMax", "Entropy", "Percentile"],
+                   help="calibrator (default Percentile, chosen by measurement: baselines/README.md)")
+    p.add_argument("--batch-size", type=int, default=64, help="images per inference batch of the CPU check")
+    p.add_argument("--baselines", help="your baselines folder (read first)")
+    p.add_argument("--json", help="write the checker's findings and both verdicts here")
+    _add_probe(p)
+    # the CPU check runs exactly that file: onnxruntime, int8, the TensorRT format (fake quantization)
+    p.set_defaults(backend="onnxruntime", int8_format=precision.TRT_INT8_FORMAT, engine_option=[])
     p = sub.add_parser("inspect", help="validate a FaceNet ONNX and show the tensors found by pattern")
     p.add_argument("onnx")
     return parser
@@ -208,6 +241,29 @@ def cmd_conformance(args) -> int:
     return _finish(args, result)
 
 
+def cmd_diagnose(args) -> int:
+    """Exit 1 when a layer diverges beyond its tolerance, 0 when none does, 2 when the engine cannot say."""
+    if args.samples < 1:
+        raise HarnessError(f"--samples must be positive, got {args.samples}.")
+    with Setup(args) as s, s.engine(args.precision) as engine:
+        result = s.gate.diagnose(engine, args.samples)
+    if args.json:
+        report.write_json(args.json, result)
+    print(result)
+    if result.status is diagnose.Status.NOT_SUPPORTED:
+        raise HarnessError(f"{args.backend} {args.precision}: cannot diagnose: {result.why}")
+    return EXIT_FAIL if result.diverged else EXIT_PASS
+
+
+def cmd_soak(args) -> int:
+    from . import soak
+
+    with Setup(args) as s:
+        result = soak.soak(s.gate, lambda: s.engine(args.precision), workers=args.workers,
+                           seconds=args.minutes * 60)
+    return _finish(args, result)
+
+
 def cmd_golden(args) -> int:
     with Setup(args) as s:
         if args.save:
@@ -250,7 +306,18 @@ def cmd_bench(args) -> int:
 
 def cmd_gate(args) -> int:
     cls = engines.engine_class(args.backend)
-    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()] or list(cls.precisions)
+    precisions = [p.strip() for p in args.precisions.split(",") if p.strip()]
+    if not precisions:  # all the engine offers that can run here; a precision named explicitly must run
+        settings_ = cls.resolve_options(engine_options(args))
+        for prec in cls.precisions:
+            avail = cls.precision_availability(prec, settings_)
+            if avail:
+                precisions.append(prec)
+            else:
+                _err(f"gate: leaving out {args.backend} {prec}: {avail.why}")
+        if not precisions:
+            raise HarnessError(f"engine {args.backend!r} can run none of its precisions here; "
+                               "'facenet-harness engines' says why.")
     cases, settings = _cases(args.cases), _settings(args)
     with Setup(args) as s:
         def one_at_a_time():  # each engine built when the gate reaches it and closed before the next
@@ -260,7 +327,7 @@ def cmd_gate(args) -> int:
 
         gate = s.gate.run(one_at_a_time(), cases, settings)
     curves = [(f"{r.backend} {r.precision}", r.accuracy.evaluation) for r in gate.rows]
-    paths = report.write_gate(gate, Path(args.out), curves)
+    paths = report.write_gate(gate, Path(args.out), curves, s.dataset)
     if args.json:
         report.write_json(args.json, gate)
     print(report.gate_markdown(gate))
@@ -317,6 +384,48 @@ def cmd_passes(args) -> int:
     return EXIT_PASS
 
 
+def cmd_quantize(args) -> int:
+    """Write the INT8 model for TensorRT/IxRT, check it against TensorRT's Q/DQ rules and, unless
+    --no-verify, gate exactly that file on the CPU (fake quantization): conformance and full LFW accuracy."""
+    import shutil
+
+    given = {"size": args.calib_size, "seed": args.calib_seed,
+             "method": args.calib_method or precision.default_method(precision.TRT_INT8_FORMAT)}
+    calib = precision.Calibration(**{k: v for k, v in given.items() if v is not None}, format=precision.TRT_INT8_FORMAT)
+    with Setup(args) as s:
+        built = precision.tensorrt_int8_model(s.model, s.dataset, s.cache_dir, calib)
+        out = Path(args.out)
+        with cache.atomic_path(out) as tmp:
+            shutil.copyfile(built, tmp)
+        sha = cache.sha256_file(out)
+        violations = precision.check_tensorrt_qdq(out)
+        print(f"wrote {out} (sha256 {sha}): symmetric INT8 QDQ for TensorRT/IxRT, calibrated "
+              f"({calib.method}) on {calib.size} LFW images outside the protocol, seed {calib.seed}")
+        for v in violations:
+            print(f"  TensorRT Q/DQ rule broken: {v}")
+        if not violations:
+            print("TensorRT Q/DQ rules: PASS (zero points int8 0, weights per output channel, biases float)")
+        verdicts = [Verdict.of(not violations)]
+        doc = {"model": str(out), "sha256": sha, "calibration": calib, "violations": violations}
+        if not args.no_verify and not violations:
+            with s.engine("int8") as engine:
+                ran = engine.describe()["engine_sha256"]
+                if ran != sha:
+                    raise HarnessError(f"{out}: the CPU engine ran another file (sha256 {ran[:16]}, written "
+                                       f"{sha[:16]}); remove {built} from the cache and run again.")
+                doc["conformance"] = s.gate.conformance(engine)
+                print(doc["conformance"])
+                doc["accuracy"] = s.gate.accuracy(engine)
+                print(doc["accuracy"])
+            verdicts += [doc["conformance"].verdict, doc["accuracy"].verdict]
+    doc["verdict"] = verdict = Verdict.combine(verdicts)
+    if args.json:
+        report.write_json(args.json, doc)
+    print(f"quantize --for {args.target}: {verdict}"
+          + ("" if args.no_verify or violations else " (Q/DQ rules, conformance and LFW accuracy on the CPU)"))
+    return verdict.exit_code
+
+
 def cmd_inspect(args) -> int:
     info = model.inspect(args.onnx)
     for field in ("path", "sha256", "input_name", "output_name", "batch", "last_bn", "global_pool", "normalized"):
@@ -325,7 +434,7 @@ def cmd_inspect(args) -> int:
 
 
 COMMANDS = {"prepare": cmd_prepare, "engines": cmd_engines, "accuracy": cmd_accuracy, "conformance": cmd_conformance,
-            "golden": cmd_golden, "bench": cmd_bench, "gate": cmd_gate, "align": cmd_align, "passes": cmd_passes,
+            "golden": cmd_golden, "diagnose": cmd_diagnose, "bench": cmd_bench, "soak": cmd_soak, "gate": cmd_gate, "align": cmd_align, "passes": cmd_passes, "quantize": cmd_quantize,
             "inspect": cmd_inspect}
 
 

@@ -24,6 +24,7 @@ import numpy as np
 
 from . import accuracy as accuracy_
 from . import bench, cache, compare, data, environment, metrics
+from . import diagnose as diagnose_
 from . import perfstats
 from .baselines import BaselineStore, judge_accuracy, stack_changes
 from .data import Dataset
@@ -117,11 +118,13 @@ class AccuracyResult(_Result):
     metrics: dict  # metrics.Evaluation.summary()
     reference: dict | None  # the reference's metrics on the same data; None when the engine is the reference
     accuracy_delta: float | None
-    flipped_decisions: int | None
+    flipped_decisions: int | None  # len(flipped_pairs)
+    flipped_pairs: list[accuracy_.FlippedPair] | None  # worst first, each judged at the engine's fold threshold
     timing: dict
     baselines: str
     environment: dict
     evaluation: metrics.Evaluation = dataclasses.field(repr=False, metadata=NO_JSON)
+    flipped_png: str | None = None  # contact sheet of the worst flipped pairs, once a report has written it
 
     def __repr__(self) -> str:
         failing = "; ".join(str(c) for c in self.checks if not c.passed)
@@ -143,6 +146,8 @@ class ConformanceResult(_Result):
     worst: list[tuple[str, float]]
     environment: dict
     comparison: compare.Comparison = dataclasses.field(repr=False, metadata=NO_JSON)
+    # where the engine starts to differ (harness.diagnose), found when the comparison fails; None when it passes
+    first_divergence: diagnose_.Diagnosis | None = None
 
     def __repr__(self) -> str:
         return f"<ConformanceResult {self.engine['backend']} {self.engine['precision']}: {self.verdict}" + \
@@ -173,6 +178,10 @@ class PerfRow(_Result):
     stack_changes: list[str]
     split_ms: dict
     measurement: bench.Measurement = dataclasses.field(repr=False, metadata=NO_JSON)
+    # on a FAIL: where a batch's time goes now (stages_ms) and each stage against the baseline's, the stage
+    # that added the most first (empty when the baseline recorded no breakdown)
+    breakdown: bench.Breakdown | None = None
+    stage_deltas: list[bench.StageDelta] = dataclasses.field(default_factory=list)
 
     def __repr__(self) -> str:
         return f"<PerfRow {self.case}: {self.fps:.1f} images/s, {self.verdict} ({self.why})>"
@@ -293,7 +302,7 @@ class Gate:
                          "model_sha256": self.reference.sha256}
             max_delta = self.store.accuracy_delta(engine.precision)
             delta = summary["accuracy_mean"] - reference["accuracy_mean"]
-            flipped = accuracy_.flipped_decisions(emb, ref_emb, self.dataset, ref_eval.threshold)
+            flipped = accuracy_.flipped_pairs(emb, ref_emb, self.dataset, evaluation.fold_thresholds)
         if save_baseline:
             if not self.is_reference(engine):
                 raise HarnessError("--save-baseline records the reference (onnxruntime fp32 on the reference ONNX); "
@@ -305,7 +314,8 @@ class Gate:
         gate = self.store.accuracy_gate(self.dataset.digest, engine.precision)
         verdict, checks = judge_accuracy(summary, gate, reference, max_delta)
         return AccuracyResult(engine.describe(), ModelRef.of(engine.model), ModelRef.of(self.reference),
-                              DatasetRef.of(self.dataset), verdict, checks, summary, reference, delta, flipped,
+                              DatasetRef.of(self.dataset), verdict, checks, summary, reference, delta,
+                              None if flipped is None else len(flipped), flipped,
                               {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")},
                               self.store.describe(), environment.fingerprint(), evaluation)
 
@@ -328,16 +338,37 @@ class Gate:
         emb = accuracy_.embed(self.reference_engine, self.dataset, self.batch_size, indices=indices)[list(indices)]
         return emb, "computed now (onnxruntime fp32 on the reference model)"
 
-    def conformance(self, engine: Engine) -> ConformanceResult:
-        """The engine's embeddings of the probe set against the reference's, per-precision tolerances."""
+    def conformance(self, engine: Engine, diagnose: bool = True) -> ConformanceResult:
+        """The engine's embeddings of the probe set against the reference's, per-precision tolerances; when
+        they fail (and ``diagnose``), the first diverging layer on the worst probe images."""
         indices = self.probe_indices()
         reference, source = self.reference_probe(indices)
         candidate = accuracy_.embed(engine, self.dataset, self.batch_size, indices=indices)[indices]
         tol = compare.Tolerance.from_dict(self.store.precision_tolerance(engine.precision))
         result = compare.compare(reference, candidate, [self.dataset.keys[i] for i in indices], tol)
+        first = None
+        if diagnose and not result.passed:
+            self.log(f"conformance of {engine.label} failed: looking for the first diverging layer")
+            first = self._diagnose(engine, result, indices)
         return ConformanceResult(engine.describe(), ModelRef.of(engine.model), ModelRef.of(self.reference),
                                  DatasetRef.of(self.dataset), Verdict.of(result.passed), source, tol, result.stats,
-                                 result.failures, result.worst(), environment.fingerprint(), result)
+                                 result.failures, result.worst(), environment.fingerprint(), result, first)
+
+    def diagnose(self, engine: Engine, samples: int = diagnose_.DEFAULT_SAMPLES) -> diagnose_.Diagnosis:
+        """The first diverging layer of ``engine`` and its layers' error contributions, on the ``samples``
+        probe images it gets most wrong (on request, whether or not its conformance passes)."""
+        result = self.conformance(engine, diagnose=False)
+        return self._diagnose(engine, result.comparison, self.probe_indices(), samples)
+
+    def _diagnose(self, engine: Engine, comparison: compare.Comparison, indices: Sequence[int],
+                  samples: int = diagnose_.DEFAULT_SAMPLES) -> diagnose_.Diagnosis:
+        worst = [indices[i] for i in np.argsort(comparison.cosine, kind="stable")[:samples]]
+        keys = [self.dataset.keys[i] for i in worst]
+        tol = diagnose_.LayerTolerance.for_precision(engine.precision, comparison.tolerance)
+        try:
+            return diagnose_.diagnose(engine, self.reference.path, self.dataset.batch(worst), keys, tol)
+        except HarnessError as e:  # a diagnosis that cannot run must not hide the conformance verdict
+            return diagnose_.not_supported(engine.precision, str(e), keys)
 
     def save_golden(self) -> Path:
         indices = self.probe_indices()
@@ -375,7 +406,8 @@ class Gate:
                 else:
                     (samples,), canary = perfstats.thin(m.samples), None
                 results[m.case.name] = {"fps": round(m.fps, 3), "samples": samples,
-                                        **({"canary": canary} if canary else {})}
+                                        **({"canary": canary} if canary else {}),
+                                        "breakdown": bench.breakdown(engine, self.dataset, m.case).to_record()}
                 recorded.add(m.case.name)
             path = self.store.save_perf(ident, stk, results, save_baseline, environment.machine_id(),
                                         datetime.date.today().isoformat())
@@ -413,10 +445,20 @@ class Gate:
             notes.append("no canary (GPU engine: the host's load does not set its speed)")
         elif not use_canary:
             notes.append("the baseline has no canary samples")
-        public = {k: v for k, v in baseline.items() if k not in ("samples", "canary")}
+        public = {k: v for k, v in baseline.items() if k not in ("samples", "canary", "breakdown")}
+        split = deltas = None
+        if d.verdict is Verdict.FAIL:  # say which stage slowed
+            split = bench.breakdown(engine, self.dataset, m.case)
+            deltas = split.against(baseline.get("breakdown"))
+            if deltas:
+                top = deltas[0]
+                notes.append(f"slowed most: {top.stage} (+{top.added_ms:.2f} ms per batch"
+                             + (f", {top.ratio:.2f}x" if top.ratio else "") + ")")
+            else:
+                notes.append("the baseline recorded no stage breakdown to compare with (record it again)")
         return PerfRow(**common, verdict=d.verdict, why="; ".join(notes), baseline=public, ratio=d.ratio,
                        ratio_ci=d.ci, normalised_ratio=d.normalised_ratio, normalised_ci=d.normalised_ci,
-                       stack_changes=changes)
+                       stack_changes=changes, breakdown=split, stage_deltas=deltas or [])
 
     # --- everything, for a list of engines -------------------------------------------------------------
 

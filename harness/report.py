@@ -26,12 +26,38 @@ def write_json(path: str | Path, result) -> Path:
 
 def text(result) -> str:
     """The console text of any result."""
+    from . import diagnose
     from . import gate as g
+    from . import soak
 
-    renderers = {g.AccuracyResult: accuracy_text, g.ConformanceResult: conformance_text, g.PerfResult: perf_text,
+    renderers = {diagnose.Diagnosis: diagnosis_text,
+                 g.AccuracyResult: accuracy_text, g.ConformanceResult: conformance_text, g.PerfResult: perf_text,
                  g.GateReport: gate_markdown, g.GateRow: lambda r: "\n".join(_row_markdown(r)),
-                 g.PerfRow: _perf_row_text}
+                 g.PerfRow: _perf_row_text, soak.SoakResult: soak_text}
     return renderers[type(result)](result)
+
+
+def soak_text(r: "SoakResult") -> str:
+    eng = r.engine
+    rates = r.window_images_per_second
+    mem = ("resident memory not readable here" if r.rss_end_mib is None else
+           f"resident memory {r.rss_warm_mib or 0:.0f} MiB after warm-up -> {r.rss_end_mib:.0f} MiB at the end "
+           f"(peak {r.rss_peak_mib:.0f}; slope {r.rss_slope_mib_per_minute or 0:+.1f} MiB/min)")
+    lines = [
+        f"FaceNet soak: {r.workers} x {eng.get('backend')} {eng.get('precision')} on {eng.get('device')}, "
+        f"{r.seconds:.0f} s, batch {r.batch_size}",
+        f"  outputs   {r.checked_outputs} checked against the reference ({r.images} images, "
+        f"every probe batch at least {r.rotations_min}x per worker), {r.mismatches} beyond the tolerance; "
+        f"largest change of an output from the same worker's first: {r.max_change_vs_first_output:.3g}",
+        f"  memory    {mem}",
+        "  rate      " + (f"{min(rates):.1f}-{max(rates):.1f} images/s over {len(rates)} windows of "
+                          f"{r.window_seconds:.1f} s; last/first {r.throughput_drift:.3f}, CV {r.throughput_cv:.1%}"
+                          if rates and r.throughput_drift is not None else "no window after the warm-up"),
+    ]
+    lines += [f"  mismatch  worker {m.worker} call {m.call} batch {m.batch} at {m.seconds:.1f} s: {m.detail}"
+              for m in r.first_mismatches]
+    lines.append(f"  verdict   {r.verdict}" + (f": {'; '.join(r.reasons)}" if r.reasons else ""))
+    return "\n".join(lines)
 
 
 def _check_text(checks: list[Check], metric: str) -> str:
@@ -57,14 +83,20 @@ def accuracy_text(r: "AccuracyResult") -> str:
     ]
     if r.reference is not None:
         lines.append(f"  vs ref    accuracy {r.accuracy_delta:+.5f} " + _check_text(r.checks, "accuracy_delta_vs_reference")
-                     + f", {r.flipped_decisions} of {ds.pairs} decisions flipped at threshold "
-                     f"{r.reference['threshold']:.3f} (reference {r.reference_model.path}, sha256 "
-                     f"{r.reference_model.sha256[:16]})")
+                     + f", {r.flipped_decisions} of {ds.pairs} decisions flipped at the engine's fold thresholds "
+                     f"(reference {r.reference_model.path}, sha256 {r.reference_model.sha256[:16]})")
+        lines += [f"  flipped   {_flipped_text(f)}" for f in (r.flipped_pairs or [])[:5]]
     lines.append(f"VERDICT: {r.verdict}")
     if r.verdict is Verdict.NO_BASELINE:
         lines.append(f"  no accuracy baseline for dataset digest {ds.digest} in {r.baselines}; after checking this "
                      "run, record it with --save-baseline 'description' (baselines/README.md).")
     return "\n".join(lines)
+
+
+def _flipped_text(f) -> str:
+    return (f"{f.first} vs {f.second} ({'same' if f.same else 'different'}, fold {f.fold}): distance "
+            f"{f.reference_distance:.4f} -> {f.engine_distance:.4f} across {f.threshold:.3f}, engine "
+            f"{'right' if f.engine_correct else 'wrong'}")
 
 
 def conformance_text(r: "ConformanceResult") -> str:
@@ -76,8 +108,34 @@ def conformance_text(r: "ConformanceResult") -> str:
              f"  abs err  max {s['max_abs']:.3e}  mean {s['mean_abs']:.3e}  p99 {s['p99_abs']:.3e}  (atol {t.atol:g})",
              f"  rel err  max {s['max_rel']:.3e}  mean {s['mean_rel']:.3e}  p99 {s['p99_rel']:.3e}  (rtol {t.rtol:g})",
              f"  elements failing atol AND rtol: {s['element_failures']}   NaN/Inf: {s['nonfinite']}",
-             "  worst samples: " + ", ".join(f"{k} ({c:.5f})" for k, c in r.worst),
-             f"VERDICT: {r.verdict}"]
+             "  worst samples: " + ", ".join(f"{k} ({c:.5f})" for k, c in r.worst)]
+    if getattr(r, "first_divergence", None) is not None:
+        lines += ["  " + line for line in diagnosis_text(r.first_divergence).splitlines()]
+    lines.append(f"VERDICT: {r.verdict}")
+    return "\n".join(lines)
+
+
+def _layer_line(s) -> str:
+    return (f"{s.node} ({s.op_type}, {s.tensor}): error {s.error:.4g}, cosine {s.cosine:.6f}, max abs {s.max_abs:.3g}, "
+            f"max rel {s.max_rel:.3g}, inputs {s.input_error:.4g}, adds {s.contribution:+.4g}")
+
+
+def diagnosis_text(d) -> str:
+    """The first diverging layer (harness.diagnose.Diagnosis) and the layers adding the most error."""
+    lines = [f"first divergence ({d.precision}, {len(d.samples)} worst probe images): {d.status}: {d.why}"]
+    if d.tolerance is not None:
+        lines.append(f"  per-layer tolerance: relative error <= {d.tolerance.max_error:.4g} ({d.tolerance.basis}); "
+                     f"{d.mapping.get('compared')} layers compared, matched by {d.mapping.get('by')}; "
+                     f"{len(d.mapping.get('hidden', []))} of {d.mapping.get('reference_tensors')} reference tensors "
+                     "hidden by the engine's fusions")
+    if d.diverged:
+        lines.append(f"  node {d.node} ({d.op_type}), tensor {d.tensor}: cosine {d.cosine:.6f}, relative error "
+                     f"{d.error:.4g}, max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}")
+        lines += ["  input  " + _layer_line(s) for s in d.inputs]
+        lines += ["  after  " + _layer_line(s) for s in d.after]
+    if d.ranking:
+        lines.append("  layers by error contribution:")
+        lines += [f"    {i}. " + _layer_line(s) for i, s in enumerate(d.ranking, 1)]
     return "\n".join(lines)
 
 
@@ -97,7 +155,9 @@ def _perf_row_text(row) -> str:
     return (f"  {row.case:14s} {row.fps:10.1f} {lat['median']:10.2f} {lat['p90']:8.2f} {row.cv:6.1%}  "
             f"{_baseline_text(row.baseline):28s} {_ci(row.ratio, row.ratio_ci):24s} "
             f"{_ci(row.normalised_ratio, row.normalised_ci):24s} {row.verdict}\n"
-            f"  {'':14s} why: {row.why}")
+            f"  {'':14s} why: {row.why}"
+            + "".join(f"\n  {'':14s} stage {d.stage}: {_ms(d.baseline_ms)} -> {_ms(d.now_ms)} ms per batch"
+                      for d in row.stage_deltas[:3]))
 
 
 def perf_text(r: "PerfResult") -> str:
@@ -127,12 +187,27 @@ def _row_markdown(row: "GateRow") -> list[str]:
     lines.append(f"| AUC / EER | {m['auc']:.5f} / {m['eer']:.4f} | | |")
     lines.append(f"| VAL @ FAR | {m['val']:.5f} +- {m['val_std']:.5f} @ {m['far']:.5f} | | |")
     if a.flipped_decisions is not None:
-        lines.append(f"| flipped decisions vs reference | {a.flipped_decisions} of {a.dataset.pairs} | | |")
+        sheet = f" ([worst {min(a.flipped_decisions, SHEET_PAIRS)}]({Path(a.flipped_png).name}))" if a.flipped_png else ""
+        lines.append(f"| flipped decisions vs reference | {a.flipped_decisions} of {a.dataset.pairs}{sheet} | "
+                     "engine's fold thresholds | |")
     if c is not None:
         s, t = c.stats, c.tolerance
         lines.append(f"| min / mean cosine | {s['min_cosine']:.6f} / {s['mean_cosine']:.6f} | "
                      f">= {t.min_cosine} / {t.mean_cosine} | {c.verdict} |")
     lines.append("")
+    d = c.first_divergence if c is not None else None
+    if d is not None:
+        lines += [f"**First divergence**: {d.status}: {d.why}", ""]
+        if d.diverged or d.ranking:
+            lines += ["| layer | op | tensor | relative error | cosine | max abs | max rel | inputs' error | adds |",
+                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            shown = ([(f"**{d.node}** (first)", s) for s in d.layers if s.node == d.node and s.tensor == d.tensor]
+                     + [(f"{s.node} (after)", s) for s in d.after]) if d.diverged else \
+                [(f"{s.node} (adds #{i})", s) for i, s in enumerate(d.ranking, 1)]
+            for label, s in shown:
+                lines.append(f"| {label} | {s.op_type} | `{s.tensor}` | {s.error:.4g} | {s.cosine:.6f} | {s.max_abs:.3g} "
+                             f"| {s.max_rel:.3g} | {s.input_error:.4g} | {s.contribution:+.4g} |")
+            lines.append("")
     if p is not None:
         lines += ["| perf case | images/s | CV | baseline (stack, recorded) | ratio [95% CI] | canary-normalised [95% CI] "
                   "| verdict | why |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
@@ -141,7 +216,28 @@ def _row_markdown(row: "GateRow") -> list[str]:
                          f"{_ci(r.ratio, r.ratio_ci)} | {_ci(r.normalised_ratio, r.normalised_ci)} | {r.verdict} | "
                          f"{r.why} |")
         lines.append("")
+        for r in p.rows:
+            lines += _stage_markdown(r)
     return lines
+
+
+def _stage_markdown(row) -> list[str]:
+    """A FAIL row's stage split against the baseline's (milliseconds per batch), the largest increase first."""
+    if row.breakdown is None:
+        return []
+    lines = [f"**{row.case}: where a batch's time goes** ({row.breakdown.source}; ms per batch of {row.breakdown.batch})",
+             "", "| stage | baseline ms | now ms | added ms | ratio |", "| --- | --- | --- | --- | --- |"]
+    deltas = row.stage_deltas or [None]
+    if deltas == [None]:
+        lines += [f"| {k} | - | {v:.3f} | | |" for k, v in row.breakdown.stages_ms.items()]
+    else:
+        lines += [f"| {d.stage} | {_ms(d.baseline_ms)} | {_ms(d.now_ms)} | {d.added_ms:+.3f} | "
+                  f"{'-' if d.ratio is None else f'{d.ratio:.2f}x'} |" for d in deltas]
+    return lines + [""]
+
+
+def _ms(v: float | None) -> str:
+    return "-" if v is None else f"{v:.3f}"
 
 
 def gate_markdown(gate: "GateReport") -> str:
@@ -217,10 +313,60 @@ def roc_png(path: Path, curves: list[tuple[str, "object"]]) -> Path:
     return path
 
 
-def write_gate(gate: "GateReport", out: Path, curves) -> dict[str, Path]:
-    """gate.md, gate.json, gate.xml and roc.png in ``out``."""
+SHEET_PAIRS = 16  # flipped pairs on a contact sheet, worst first
+SHEET_COLUMNS = 4
+SHEET_CELL = (340, 230)  # pixels per pair: two 160x160 crops side by side under three lines of text
+SHEET_TEXT = 66  # height of the text band above the crops
+
+
+def contact_sheet_layout(n: int) -> tuple[int, int, list[tuple[int, int]]]:
+    """Width, height and the top-left pixel of each of ``n`` pairs' crops (first crop; the second follows)."""
+    cols = max(1, min(n, SHEET_COLUMNS))
+    rows = max(1, -(-n // cols))
+    w, h = SHEET_CELL
+    return cols * w, rows * h, [((k % cols) * w + (w - 320) // 2, (k // cols) * h + SHEET_TEXT) for k in range(n)]
+
+
+def flipped_png(path: Path, pairs, dataset, limit: int = SHEET_PAIRS) -> Path:
+    """A contact sheet of the worst flipped pairs (``accuracy.FlippedPair``): each pair's two crops, as the
+    engine saw them (``Dataset.load``, before normalisation), with both distances and the threshold."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    pairs = list(pairs)[:limit]
+    index = {k: i for i, k in enumerate(dataset.keys)}
+    width, height, where = contact_sheet_layout(len(pairs))
+    fig = plt.figure(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
+    for k, (f, (x, y)) in enumerate(zip(pairs, where)):
+        faces = np.concatenate([dataset.load(index[f.first]), dataset.load(index[f.second])], axis=1)
+        fig.figimage(faces, xo=x, yo=height - y - faces.shape[0], origin="upper")  # pixel for pixel
+        lines = [f"#{k + 1} {f.first.split('/')[-1]}  |  {f.second.split('/')[-1]}",
+                 f"{'same person' if f.same else 'different people'}, fold {f.fold}, threshold {f.threshold:.3f}",
+                 f"reference {f.reference_distance:.4f} -> engine {f.engine_distance:.4f} "
+                 f"({'engine right' if f.engine_correct else 'engine wrong'})"]
+        for j, line in enumerate(lines):
+            fig.text((x + 2) / width, 1 - (y - SHEET_TEXT + 6 + 19 * j) / height, line, fontsize=7, va="top",
+                     color="black" if j < 2 else ("darkgreen" if f.engine_correct else "firebrick"))
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with cache.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=100, facecolor="white")
+    plt.close(fig)
+    return path
+
+
+def write_gate(gate: "GateReport", out: Path, curves, dataset=None) -> dict[str, Path]:
+    """gate.md, gate.json, gate.xml and roc.png in ``out``; given the ``dataset``, a contact sheet of the
+    worst flipped pairs of each engine that has any (flipped-<backend>-<precision>.png), linked from gate.md."""
     out = Path(out)
     gate.roc_png = str(roc_png(out / "roc.png", curves))
+    for row in gate.rows:
+        if dataset is not None and row.accuracy.flipped_pairs:
+            row.accuracy.flipped_png = str(flipped_png(out / f"flipped-{row.backend}-{row.precision}.png",
+                                                       row.accuracy.flipped_pairs, dataset))
     paths = {"json": write_json(out / "gate.json", gate), "xml": out / "gate.xml", "md": out / "gate.md",
              "roc": Path(gate.roc_png)}
     cache.atomic_write_text(paths["xml"], gate_junit(gate))

@@ -10,13 +10,14 @@ process: the harness adds no overhead to a bare session loop, INT8 is faster tha
 slower per image than batch 1, and the comparison mechanism passes a baseline recorded in the same run
 and fails the same engine made 1.4x slower.
 """
+import json
 import time
 import warnings
 
 import numpy as np
 import pytest
 
-from harness import accuracy, bench, environment
+from harness import accuracy, bench, engines, environment
 from harness.baselines import BaselineStore, identity_matches, stack_changes
 from harness.engines import Engine
 from harness.gate import Gate
@@ -214,3 +215,73 @@ def test_pytest_benchmark_timer_falls_back_when_disabled():
 
     times = bench.pytest_benchmark_timer(Disabled())(lambda: calls.append("step"), 4, lambda: calls.append("setup"))
     assert len(times) == 4 and calls == ["setup", "step"] * 4
+
+
+def test_a_perf_fail_says_which_stage_slowed(facenet_reference, own_gate):
+    """The baseline records where a batch's time goes; a FAIL row compares each stage with it."""
+    case = [bench.Case("compute", 8)]
+    first = own_gate.perf(Slowed(facenet_reference, 1.0), case, QUICK, save_baseline="this test").rows[0]
+    recorded = json.loads((own_gate.store.writable() / "perf.json").read_text())["entries"][0]["results"]
+    if "compute-b8" not in recorded:
+        pytest.skip(f"the baseline was not recorded: {first.stability}")
+    split = recorded["compute-b8"]["breakdown"]
+    assert set(split["stages_ms"]) == {"host preprocessing", "engine call"} and split["batch"] == 8
+    row = own_gate.perf(Slowed(facenet_reference, 1.6), case, QUICK).rows[0]
+    if undecidable(row):
+        pytest.skip(f"machine too noisy to decide: {row.why}")
+    assert row.verdict is Verdict.FAIL, row.why
+    top = row.stage_deltas[0]
+    assert top.stage == "engine call" and top.ratio > 1.3, row.stage_deltas
+    host = next(d for d in row.stage_deltas if d.stage == "host preprocessing")
+    assert host.added_ms < top.added_ms / 4
+    assert "slowed most: engine call" in row.why
+
+
+def test_onnxruntime_profile_names_the_operator_that_got_slower(facenet_gate, facenet_reference, tmp_path):
+    """One 3x3 convolution replaced by the same convolution as a zero-padded 7x7 (same outputs, ~5x the
+    work): the breakdown against the original's names that node as the one that added the most time."""
+    import onnx
+    from onnx import numpy_helper
+
+    m = onnx.load(facenet_reference.model.path)
+    inits = {i.name: i for i in m.graph.initializer}
+    conv = next(n for n in m.graph.node if n.op_type == "Conv"
+                and numpy_helper.to_array(inits[n.input[1]]).shape[2:] == (3, 3)
+                and all(a.name != "pads" or list(a.ints) == [1, 1, 1, 1] for a in n.attribute)
+                and any(a.name == "pads" for a in n.attribute))
+    w = numpy_helper.to_array(inits[conv.input[1]])
+    inits[conv.input[1]].CopyFrom(numpy_helper.from_array(np.pad(w, ((0, 0), (0, 0), (2, 2), (2, 2))), conv.input[1]))
+    for a in conv.attribute:
+        if a.name == "pads":
+            a.ints[:] = [3, 3, 3, 3]
+        if a.name == "kernel_shape":
+            a.ints[:] = [7, 7]
+    path = tmp_path / "slow-conv.onnx"
+    onnx.save(m, path)
+    from harness import model as model_
+
+    case = bench.Case("compute", 8)
+    base = bench.breakdown(facenet_reference, facenet_gate.dataset, case)
+    assert sum(v for k, v in base.stages_ms.items() if k != "host preprocessing") > 0
+    assert max(base.stages_ms, key=base.stages_ms.get).startswith(("Conv ", "other Conv"))
+    with engines.create("onnxruntime", model_.inspect(path), "fp32", facenet_gate.engine_context()) as slow:
+        deltas = bench.breakdown(slow, facenet_gate.dataset, case).against(base.to_record())
+    assert deltas[0].stage.startswith("Conv ") and deltas[0].ratio > 2, deltas[:3]
+    # onnxruntime names a fused Conv+Relu after the Relu's output: the same layer scope as the conv's
+    assert f" {conv.name.rsplit('/', 2)[0]}/" in deltas[0].stage, (conv.name, deltas[0])
+
+
+def test_stage_split_is_in_the_gate_markdown():
+    from harness import report
+
+    split = bench.Breakdown("compute-b8", 8, "test", {"host preprocessing": 1.0, "engine call": 70.0})
+    deltas = split.against({"stages_ms": {"host preprocessing": 1.0, "engine call": 50.0}})
+    assert [d.stage for d in deltas] == ["engine call", "host preprocessing"]
+    assert deltas[0].added_ms == pytest.approx(20.0) and deltas[0].ratio == pytest.approx(1.4)
+
+    class Row:  # the fields of PerfRow the stage table reads
+        case, breakdown, stage_deltas = "compute-b8", split, deltas
+
+    md = "\n".join(report._stage_markdown(Row))
+    assert "| engine call | 50.000 | 70.000 | +20.000 | 1.40x |" in md
+    assert split.against(None) == [] and split.against({}) == []

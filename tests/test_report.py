@@ -74,10 +74,11 @@ def test_failed_and_inconclusive_parts_are_counted_and_shown():
                                                        "eer": 0.02, "val": 0.9, "val_std": 0.01, "far": 0.001},
              flipped_decisions=None, dataset=NS(pairs=6000))
     conf = NS(verdict=Verdict.FAIL, failures=["min cosine 0.9 < 0.999"], stats={"min_cosine": 0.9, "mean_cosine": 0.99},
-              tolerance=NS(min_cosine=0.999, mean_cosine=0.9999))
+              tolerance=NS(min_cosine=0.999, mean_cosine=0.9999), first_divergence=None)
     perf = NS(verdict=Verdict.INCONCLUSIVE, rows=[NS(case="compute-b64", fps=80.0, cv=0.04, baseline=None, ratio=None,
                                                     ratio_ci=None, normalised_ratio=None, normalised_ci=None,
-                                                    verdict=Verdict.INCONCLUSIVE, why="unstable measurement: load")])
+                                                    verdict=Verdict.INCONCLUSIVE, why="unstable measurement: load",
+                                                    breakdown=None, stage_deltas=[])])
     assert row_verdict(acc, conf, perf) is Verdict.FAIL  # a failed conformance fails the row
     assert row_verdict(acc, None, perf) is Verdict.PASS  # an inconclusive perf row does not fail the gate
     row = NS(backend="onnxruntime", precision="int8", verdict=Verdict.FAIL, accuracy=acc, conformance=conf, perf=perf)

@@ -19,8 +19,10 @@ CPU's identity and normalised by a CPU canary, a GPU engine's by the GPU's name 
 from __future__ import annotations
 
 import abc
+import collections
 import dataclasses
 import enum
+import time
 from pathlib import Path
 from typing import Any, Callable, ClassVar
 
@@ -92,6 +94,13 @@ class Engine(abc.ABC):
         return Availability(True)
 
     @classmethod
+    def precision_availability(cls, precision: str, settings: dict[str, Any]) -> Availability:
+        """Whether ``precision`` can run here with these (resolved) options, and if not why. The default:
+        the engine's availability; an engine whose precisions depend on the device (e.g. TF32 needs a GPU)
+        says so here, so the gate can leave out what this machine cannot run instead of failing on it."""
+        return cls.availability()
+
+    @classmethod
     def resolve_options(cls, given: dict[str, Any]) -> dict[str, Any]:
         """The declared options with defaults applied; an undeclared option is a HarnessError."""
         known = {o.name: o for o in cls.options}
@@ -137,6 +146,36 @@ class Engine(abc.ABC):
 
     def fetch_in_place(self) -> np.ndarray:
         raise NotImplementedError(f"{self.name} does not declare Capability.COMPUTE_ONLY")
+
+    def debug_tensors(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
+        """Intermediate tensors of running ``batch``, keyed by the names of the ONNX tensors the engine was
+        built from (``harness.diagnose`` compares them with the reference's, layer by layer). Return the
+        ones the engine can expose; those its fusions hide are left out. An engine that cannot expose any
+        raises NotImplementedError with the reason. (onnxruntime engines need not implement it: their ONNX
+        graph is run with its intermediates exposed.)"""
+        raise NotImplementedError(f"{self.name} does not expose intermediate tensors (Engine.debug_tensors is not "
+                                  "implemented; for TensorRT 10 it would mark them with INetworkDefinition.mark_debug "
+                                  "in a separate build and read them with an IDebugListener)")
+
+    def profile(self, batch: np.ndarray, runs: int = 3) -> tuple[dict[str, float], str]:
+        """Where a batch's time goes: milliseconds per batch by stage, and how they were measured.
+
+        The default: the copy-in / compute / copy-out split of ``Capability.TIMING_SPLIT`` engines, else
+        the engine call as one stage; averaged over ``runs`` after one warm-up. Engines with a profiler
+        (onnxruntime) split it further, by operator."""
+        self.run(batch)
+        total, stages = 0.0, collections.Counter()
+        for _ in range(runs):
+            start = time.perf_counter()
+            self.run(batch)
+            total += time.perf_counter() - start
+            if Capability.TIMING_SPLIT in self.capabilities:
+                stages.update(self.timings)
+        if stages:
+            out = {k.removesuffix("_ms"): v / runs for k, v in stages.items()}
+            out["host overhead"] = max(total * 1e3 / runs - sum(out.values()), 0.0)
+            return out, "the engine's own copy-in/compute/copy-out timings"
+        return {"engine call": total * 1e3 / runs}, "wall time of the engine call"
 
     # --- what the harness calls ------------------------------------------------------------------
 

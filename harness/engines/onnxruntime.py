@@ -1,9 +1,23 @@
 """onnxruntime on the CPU. FP32 is the reference every other engine is compared with; FP16 and INT8
-are onnxruntime's own reduced-precision paths: engines under test on machines without a GPU."""
+are onnxruntime's own reduced-precision paths: engines under test on machines without a GPU.
+
+``int8_format=trt-qdq`` runs the very QDQ model TensorRT/IxRT build from (``precision.tensorrt_int8_model``)
+with graph optimisations off, so every QuantizeLinear/DequantizeLinear executes as the float op it
+specifies (fake quantization): its conformance and accuracy are those of that graph's arithmetic, judged
+before any GPU sees it. With optimisations on, onnxruntime fuses the Q/DQ pairs into its integer kernels,
+whose results depend on the CPU (on the project's earlier AVX2 VM they got symmetric s8 activations
+wrong; baselines/README.md, "INT8 for TensorRT / IxRT")."""
 from __future__ import annotations
 
+import collections
 import dataclasses
 import importlib.util
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
 
 from .. import cache
 from .. import precision as precision_
@@ -11,10 +25,13 @@ from ..environment import cpu_name
 from ..errors import HarnessError
 from .base import Availability, Engine, Option
 
+PROFILE_TOP = 8  # operators listed by name in a profile
+
 CALIBRATION_OPTIONS = (
     Option("calib_size", int, precision_.Calibration.size, "INT8 calibration images, outside the protocol"),
     Option("calib_seed", int, precision_.Calibration.seed, "seed of the calibration image draw"),
-    Option("calib_method", str, precision_.Calibration.method, "INT8 calibrator",
+    Option("calib_method", str, precision_.Calibration.method,
+           "INT8 calibrator (default MinMax; Percentile for the TensorRT model)",
            ("MinMax", "Entropy", "Percentile", "Distribution")),
 )
 
@@ -44,6 +61,10 @@ class OnnxRuntimeEngine(Engine):
         super().__init__(model, precision, context, **options)
         import onnxruntime as ort
 
+        # no calibrator asked for: the INT8 format's default, named in the settings (perf identities record it)
+        self.settings["calib_method"] = self.settings["calib_method"] or \
+            precision_.default_method(self.settings["int8_format"])
+
         self._version = ort.__version__
         self.calibration = None
         cache_dir = cache.cache_root(self.context.cache_dir)
@@ -57,7 +78,9 @@ class OnnxRuntimeEngine(Engine):
             self.calibration = calibration_from(self.settings, self.settings["int8_format"])
             self.engine_path = precision_.int8_model(model, self.context.dataset, cache_dir, self.calibration)
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        self.fake_quant = precision == "int8" and self.calibration.format == precision_.TRT_INT8_FORMAT
+        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.fake_quant
+                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
         if self.settings["threads"]:
             opts.intra_op_num_threads = self.settings["threads"]
         try:
@@ -76,8 +99,44 @@ class OnnxRuntimeEngine(Engine):
             d["threads"] = self.settings["threads"]
         if self.calibration:
             d["calibration"] = dataclasses.asdict(self.calibration)
+        if self.fake_quant:
+            d["graph_optimization"] = "disabled: Q/DQ run as float ops (fake quantization)"
         return d
 
     def close(self) -> None:
         self.session = None
         super().close()
+
+    def profile(self, batch, runs: int = 3) -> tuple[dict[str, float], str]:
+        """Milliseconds per batch by operator, from onnxruntime's profiler: a second session with the same
+        options and profiling on (the timed session is never profiled). The ``PROFILE_TOP`` slowest
+        operators ("<op type> <node>", fused kernels under the fused node's name), then the rest summed
+        by operator type, and the session's own overhead."""
+        import onnxruntime as ort
+
+        opts = self.session.get_session_options()
+        with tempfile.TemporaryDirectory(prefix="facenet-ort-profile-") as tmp:
+            opts.enable_profiling = True
+            opts.profile_file_prefix = str(Path(tmp) / "ort")
+            session = ort.InferenceSession(str(self.engine_path), opts, providers=["CPUExecutionProvider"])
+            feed = {self.model.input_name: np.ascontiguousarray(batch, np.float32)}
+            session.run([self.model.output_name], feed)  # warm-up: no event of it is counted
+            t0 = time.perf_counter()
+            for _ in range(runs):
+                session.run([self.model.output_name], feed)
+            wall_ms = (time.perf_counter() - t0) * 1e3 / runs
+            events = json.loads(Path(session.end_profiling()).read_text())
+        runs_seen = [e for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"]
+        start_us = runs_seen[-runs]["ts"] if len(runs_seen) >= runs else 0
+        by_node: collections.Counter = collections.Counter()
+        for e in events:
+            if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time") and e["ts"] >= start_us:
+                node = e["name"].removesuffix("_kernel_time")
+                by_node[f"{e.get('args', {}).get('op_name', '?')} {node}"] += e["dur"] / 1e3 / runs
+        out = dict(by_node.most_common(PROFILE_TOP))
+        for name, ms in by_node.items():
+            if name not in out:
+                rest = f"other {name.split(' ', 1)[0]} ops"
+                out[rest] = out.get(rest, 0.0) + ms
+        out["session overhead"] = max(wall_ms - sum(by_node.values()), 0.0)
+        return out, f"onnxruntime {self._version} profiler, per operator (the slowest {PROFILE_TOP}, the rest by type)"
