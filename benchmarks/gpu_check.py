@@ -191,7 +191,6 @@ def lfw(emb, ref, pairs, meta, precision) -> dict:
         from harness import metrics
     except ImportError as e:
         return {"scored": False, "why": f"harness.metrics needs {e.name}: score later with --score"}
-    import numpy as np
 
     def ev(e):
         d = metrics.distances(e[pairs["first"]], e[pairs["second"]])
@@ -201,7 +200,7 @@ def lfw(emb, ref, pairs, meta, precision) -> dict:
     d_ref, r = ev(ref)
     out = {"scored": True, "pairs": int(len(d)), "accuracy_mean": got.accuracy_mean, "accuracy_std": got.accuracy_std,
            "auc": got.auc, "reference_accuracy": r.accuracy_mean, "accuracy_delta": got.accuracy_mean - r.accuracy_mean,
-           "flipped_vs_reference": int(np.count_nonzero((d < r.threshold) != (d_ref < r.threshold)))}
+           "flipped_vs_reference": int(len(metrics.flips(d, d_ref, got.fold_thresholds, int(pairs["folds"]))[0]))}
     gate = (meta.get("gates") or {}).get(precision)
     if gate and not meta.get("limit"):
         delta = meta["accuracy_delta"].get(precision)

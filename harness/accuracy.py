@@ -120,9 +120,8 @@ def flipped_pairs(embeddings: np.ndarray, reference: np.ndarray, dataset: Datase
     """
     d_eng, d_ref = pair_distances(embeddings, dataset), pair_distances(reference, dataset)
     fold = metrics.fold_of(d_eng.size, dataset.protocol.folds)
-    thr = np.asarray(fold_thresholds, np.float64)[fold]
+    flipped, thr = metrics.flips(d_eng, d_ref, fold_thresholds, dataset.protocol.folds)
     same = dataset.protocol.issame
-    flipped = np.flatnonzero((d_eng < thr) != (d_ref < thr))
     flipped = flipped[np.argsort(-np.abs(d_eng - d_ref)[flipped], kind="stable")]
     pairs = dataset.protocol.pairs
     return [FlippedPair(int(i), pairs[i].first, pairs[i].second, bool(same[i]), float(d_ref[i]), float(d_eng[i]),

@@ -90,7 +90,8 @@ def build_parser() -> argparse.ArgumentParser:
                                         "layers ranked by the error they add, on the worst probe images")
     _add_engine(p)
     _add_probe(p)
-    p.add_argument("--samples", type=int, default=8, help="worst probe images to diagnose on (default 8)")
+    p.add_argument("--samples", type=int, default=diagnose.DEFAULT_SAMPLES,
+                   help=f"worst probe images to diagnose on (default {diagnose.DEFAULT_SAMPLES})")
     p = sub.add_parser("soak", help="several instances of an engine at once for a while, every output checked "
                                     "against the reference; memory growth and throughput drift")
     _add_engine(p)
@@ -98,6 +99,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--minutes", type=float, default=5.0, help="how long to run (default 5; fractions allowed)")
     p.add_argument("--workers", type=int, default=2,
                    help="engine instances running at once (threads; on a GPU each has its own stream; default 2)")
+    p.add_argument("--min-rotations", type=int, default=1,
+                   help="go on past --minutes until each worker has run every probe batch this often (default 1)")
     p = sub.add_parser("golden", help="show, or with --save record, the golden FP32 probe embeddings")
     _add_engine(p)
     _add_probe(p)
@@ -260,7 +263,7 @@ def cmd_soak(args) -> int:
 
     with Setup(args) as s:
         result = soak.soak(s.gate, lambda: s.engine(args.precision), workers=args.workers,
-                           seconds=args.minutes * 60)
+                           seconds=args.minutes * 60, min_rotations=args.min_rotations)
     return _finish(args, result)
 
 
@@ -389,8 +392,7 @@ def cmd_quantize(args) -> int:
     --no-verify, gate exactly that file on the CPU (fake quantization): conformance and full LFW accuracy."""
     import shutil
 
-    given = {"size": args.calib_size, "seed": args.calib_seed,
-             "method": args.calib_method or precision.default_method(precision.TRT_INT8_FORMAT)}
+    given = {"size": args.calib_size, "seed": args.calib_seed, "method": args.calib_method}
     calib = precision.Calibration(**{k: v for k, v in given.items() if v is not None}, format=precision.TRT_INT8_FORMAT)
     with Setup(args) as s:
         built = precision.tensorrt_int8_model(s.model, s.dataset, s.cache_dir, calib)

@@ -321,15 +321,15 @@ class Dataset:
         self._crop_cache = Path(cache_dir) / "crops"
 
     def crops_key(self) -> str:
-        """Content key of the crop cache: dataset digest (images, boxes, protocol) and preprocessing."""
+        """Content key of the crop cache: dataset digest (images, boxes, protocol), preprocessing, OpenCV."""
         return cache.key_of(dataset=self.digest, preprocessing=PREPROCESSING, keys=len(self.keys),
-                            layout=CROPS_LAYOUT)
+                            layout=CROPS_LAYOUT, opencv=cv2.__version__)  # its JPEG decoder and resize make the crops
 
     def crops(self) -> np.ndarray:
         """All protocol faces as uint8 NCHW (in ``keys`` order), memory-mapped from the crop cache.
 
         The file is built once (decoded in threads, written atomically), keyed by ``crops_key``, and its
-        sha256 is checked once per process before use; a mismatch rebuilds it.
+        sha256 is checked once per Dataset before use; a mismatch rebuilds it.
         """
         if self._crops is None:
             if self._crop_cache is None:
@@ -345,9 +345,11 @@ class Dataset:
 
     def _write_crops(self, tmp: Path) -> dict:
         start = time.perf_counter()
-        out = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                        shape=(len(self.keys), 3, IMAGE_SIZE, IMAGE_SIZE))
+        self._fill(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
+                                             shape=(len(self.keys), 3, IMAGE_SIZE, IMAGE_SIZE)))
+        return {"seconds": round(time.perf_counter() - start, 3)}  # the memmap is closed: the file is whole
 
+    def _fill(self, out: np.ndarray) -> None:
         def put(i: int) -> None:
             out[i] = self.load(i).transpose(2, 0, 1)
 
@@ -355,8 +357,6 @@ class Dataset:
             for f in [pool.submit(put, i) for i in range(len(self.keys))]:
                 f.result()
         out.flush()
-        del out
-        return {"seconds": round(time.perf_counter() - start, 3)}
 
     def batch(self, indices: Sequence[int]) -> np.ndarray:
         """Preprocessed NCHW float32 batch of the given images (from the crop cache when one is set)."""

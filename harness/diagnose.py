@@ -177,21 +177,35 @@ def expose_all(model: onnx.ModelProto) -> onnx.ModelProto:
 class OnnxRunner:
     """Runs an ONNX graph with all its intermediates exposed (onnxruntime, CPU)."""
 
-    def __init__(self, model: onnx.ModelProto, label: str):
+    def __init__(self, model: onnx.ModelProto, label: str, optimization=None):
+        """``optimization``: the engine's graph optimisation level (a fake-quant QDQ engine runs with them
+        off, and so must its diagnosis); default all on."""
         import onnxruntime as ort
 
         exposed = expose_all(model)
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = optimization or ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         try:
             self.session = ort.InferenceSession(exposed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
             raise HarnessError(f"{label}: onnxruntime cannot run it with its intermediates exposed ({e}).") from None
-        self.input = self.session.get_inputs()[0].name
+        first = self.session.get_inputs()[0]
+        self.input = first.name
+        self.static = first.shape[0] if isinstance(first.shape[0], int) else None  # a static batch ONNX
         self.names = [o.name for o in self.session.get_outputs()]
 
     def __call__(self, batch: np.ndarray) -> dict[str, np.ndarray]:
-        return dict(zip(self.names, self.session.run(self.names, {self.input: batch})))
+        n = len(batch)
+        if self.static is not None and n != self.static:
+            if n > self.static:
+                raise HarnessError(f"diagnosis batch {n} exceeds the model's static batch {self.static}")
+            padded = np.zeros((self.static,) + batch.shape[1:], batch.dtype)
+            padded[:n] = batch
+            batch = padded
+        out = dict(zip(self.names, self.session.run(self.names, {self.input: batch})))
+        if self.static is not None and n != self.static:  # every FaceNet tensor leads with the batch
+            out = {k: v[:n] if v.ndim and v.shape[0] == self.static else v for k, v in out.items()}
+        return out
 
 
 # --- matching the engine's tensors to the reference's ------------------------------------------------------
@@ -425,6 +439,9 @@ def _diagnosis(stats: list[LayerStat], tolerance: LayerTolerance, precision: str
                ) -> Diagnosis:
     ranking = sorted(stats, key=lambda s: -s.contribution if np.isfinite(s.contribution) else -np.inf)[:RANKED]
     common = dict(precision=precision, tolerance=tolerance, samples=keys, ranking=ranking, layers=stats, mapping=info)
+    if not stats:
+        return not_supported(precision, f"no layer could be compared ({len(info.get('shape_mismatch', []))} "
+                             "matched tensors differ in shape from the reference's)", keys)
     first = next((s for s in stats if s.diverged), None)
     if first is None:
         worst = max(stats, key=lambda s: s.error)
@@ -459,7 +476,8 @@ def diagnose(engine, reference_onnx: str | Path, images: np.ndarray, keys: Seque
     graph = engine_graph(engine)
     if graph is not None:
         candidate = onnx.load(str(graph))
-        runner, names = OnnxRunner(candidate, str(graph)), None
+        level = engine.session.get_session_options().graph_optimization_level
+        runner, names = OnnxRunner(candidate, str(graph), level), None
     else:  # an SDK engine: its debug tensors, named after the ONNX it was built from
         graph = Path(engine.model.path)
         candidate = onnx.load(str(graph))

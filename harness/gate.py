@@ -23,7 +23,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from . import accuracy as accuracy_
-from . import bench, cache, compare, data, environment, metrics
+from . import bench, cache, compare, data, environment, metrics  # noqa: F401 (metrics: annotations)
 from . import diagnose as diagnose_
 from . import perfstats
 from .baselines import BaselineStore, judge_accuracy, stack_changes
@@ -367,8 +367,9 @@ class Gate:
         tol = diagnose_.LayerTolerance.for_precision(engine.precision, comparison.tolerance)
         try:
             return diagnose_.diagnose(engine, self.reference.path, self.dataset.batch(worst), keys, tol)
-        except HarnessError as e:  # a diagnosis that cannot run must not hide the conformance verdict
-            return diagnose_.not_supported(engine.precision, str(e), keys)
+        except Exception as e:  # noqa: BLE001 - a diagnosis that cannot run must not hide the conformance verdict
+            why = str(e) if isinstance(e, HarnessError) else f"the diagnosis itself failed ({type(e).__name__}: {e})"
+            return diagnose_.not_supported(engine.precision, why, keys)
 
     def save_golden(self) -> Path:
         indices = self.probe_indices()

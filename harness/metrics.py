@@ -86,6 +86,13 @@ def fold_of(n: int, folds: int) -> np.ndarray:
     return out
 
 
+def flips(d_engine: np.ndarray, d_reference: np.ndarray, fold_thresholds, folds: int) -> tuple[np.ndarray, np.ndarray]:
+    """(indices of the pairs whose decision differs, each pair's threshold): both sides judged at the
+    engine's threshold of the pair's test fold (``Evaluation.fold_thresholds``)."""
+    thr = np.asarray(fold_thresholds, np.float64)[fold_of(len(d_engine), folds)]
+    return np.flatnonzero((np.asarray(d_engine) < thr) != (np.asarray(d_reference) < thr)), thr
+
+
 def _val_far(dist, issame, threshold):
     predict = dist < threshold
     n_same, n_diff = np.sum(issame), np.sum(~issame)

@@ -53,8 +53,8 @@ class Calibration:
 
     size: int = 256
     seed: int = 0
-    # onnxruntime CalibrationMethod: MinMax, Entropy, Percentile, Distribution; None: the default of the model
-    # built (DEFAULT_METHODS: MinMax for onnxruntime's own formats, Percentile for TensorRT's)
+    # onnxruntime CalibrationMethod: MinMax, Entropy, Percentile, Distribution; None: the format's default,
+    # resolved here once (DEFAULT_METHODS: MinMax for onnxruntime's own formats, Percentile for TensorRT's)
     method: str | None = None
     format: str = DEFAULT_INT8_FORMAT
     batch_size: int = 32
@@ -66,10 +66,8 @@ class Calibration:
             raise HarnessError(f"unknown calibration method {self.method!r}; MinMax, Entropy, Percentile or Distribution.")
         if self.size < 1:
             raise HarnessError(f"calibration size must be positive, got {self.size}.")
-
-    def method_for(self, fmt: str) -> str:
-        """The calibrator used for a model of format ``fmt``: the one asked for, else that format's default."""
-        return self.method or default_method(fmt)
+        if self.method is None:
+            object.__setattr__(self, "method", default_method(self.format))
 
 
 def default_method(fmt: str) -> str:
@@ -158,7 +156,7 @@ def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration
 
     files, image_list = _calibration_set(dataset, calibration)
     fmt = INT8_FORMATS[calibration.format]
-    method = calibration.method_for(calibration.format)
+    method = calibration.method
 
     def build(out: Path):
         _log(f"calibrating INT8 ({calibration.format}, {method}) on {len(files)} LFW images "
@@ -203,7 +201,9 @@ def tensorrt_int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, ca
 
     files, image_list = _calibration_set(dataset, calibration)
     recipe = TRT_QDQ_RECIPE
-    method = calibration.method_for(TRT_INT8_FORMAT)
+    if calibration.format != TRT_INT8_FORMAT:
+        raise HarnessError(f"tensorrt_int8_model takes Calibration(format={TRT_INT8_FORMAT!r}), got {calibration.format!r}.")
+    method = calibration.method
 
     def build(out: Path):
         _log(f"calibrating INT8 for TensorRT ({method}, symmetric QDQ) on {len(files)} LFW images "

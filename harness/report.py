@@ -13,6 +13,7 @@ from .verdicts import Check, Verdict
 
 if TYPE_CHECKING:
     from .gate import AccuracyResult, ConformanceResult, GateReport, GateRow, PerfResult
+    from .soak import SoakResult
 
 
 def write_json(path: str | Path, result) -> Path:
@@ -221,18 +222,25 @@ def _row_markdown(row: "GateRow") -> list[str]:
     return lines
 
 
+STAGES_SHOWN = 10  # stage rows in the Markdown, the largest increases first
+
+
 def _stage_markdown(row) -> list[str]:
     """A FAIL row's stage split against the baseline's (milliseconds per batch), the largest increase first."""
     if row.breakdown is None:
         return []
     lines = [f"**{row.case}: where a batch's time goes** ({row.breakdown.source}; ms per batch of {row.breakdown.batch})",
              "", "| stage | baseline ms | now ms | added ms | ratio |", "| --- | --- | --- | --- | --- |"]
-    deltas = row.stage_deltas or [None]
-    if deltas == [None]:
-        lines += [f"| {k} | - | {v:.3f} | | |" for k, v in row.breakdown.stages_ms.items()]
+    if not row.stage_deltas:
+        shown = list(row.breakdown.stages_ms.items())
+        lines += [f"| {k} | - | {v:.3f} | | |" for k, v in shown[:STAGES_SHOWN]]
+        more = len(shown) - STAGES_SHOWN
     else:
         lines += [f"| {d.stage} | {_ms(d.baseline_ms)} | {_ms(d.now_ms)} | {d.added_ms:+.3f} | "
-                  f"{'-' if d.ratio is None else f'{d.ratio:.2f}x'} |" for d in deltas]
+                  f"{'-' if d.ratio is None else f'{d.ratio:.2f}x'} |" for d in row.stage_deltas[:STAGES_SHOWN]]
+        more = len(row.stage_deltas) - STAGES_SHOWN
+    if more > 0:
+        lines.append(f"| ({more} more stages in gate.json) | | | | |")
     return lines + [""]
 
 

@@ -18,7 +18,6 @@ machine they follow the neighbours as much as the engine (see harness/perfstats.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import threading
@@ -95,10 +94,24 @@ class SoakResult(_Result):
 
 
 class _Worker(threading.Thread):
-    def __init__(self, wid: int, engine: Engine, batches, references, keys, tol, deadline, start):
+    """One engine, made, warmed, run and closed on this thread (a CUDA context or stream belongs to the
+    thread that made it); making and warming are serialised across workers by ``setup_lock`` (one build
+    or calibration at a time, and a CUDA graph captured while no other worker runs)."""
+
+    def __init__(self, wid: int, make: Callable[[], Engine], batches, setup_lock: threading.Lock):
         super().__init__(name=f"soak-{wid}", daemon=True)
-        self.wid, self.engine, self.batches, self.references, self.keys, self.tol = wid, engine, batches, references, keys, tol
-        self.deadline, self.t0 = deadline, start
+        self.wid, self.make, self.batches, self.setup_lock = wid, make, batches, setup_lock
+        self.engine: Engine | None = None
+        self.description: dict | None = None
+        self.setup_error: BaseException | None = None
+        self.ready, self.go = threading.Event(), threading.Event()
+        # set by soak() before ``go``
+        self.references = self.keys = self.tol = None
+        self.t0 = self.deadline = 0.0
+        self.cancelled = False
+        self.loop_end: float | None = None  # seconds since start when this worker stopped running
+        self.min_rotations = 0
+        # findings
         self.done: list[tuple[float, int]] = []  # (seconds since start, images) per call
         self.rotations = 0
         self.mismatches: list[Mismatch] = []
@@ -107,32 +120,57 @@ class _Worker(threading.Thread):
         self.warm = threading.Event()
 
     def run(self) -> None:
+        try:
+            with self.setup_lock:
+                self.engine = self.make()
+                self.description = self.engine.describe()
+                for shape in {b.shape: b for b in self.batches}.values():
+                    self.engine.run(shape)  # warm: every batch shape once (CUDA graphs captured here)
+        except BaseException as e:  # noqa: BLE001 - handed to the main thread, which raises it
+            self.setup_error = e
+        self.ready.set()
+        self.go.wait()
+        calls = 0
+        try:
+            if self.setup_error is None and not self.cancelled:
+                calls = self._loop()
+                self.loop_end = time.perf_counter() - self.t0
+        except Exception as e:  # noqa: BLE001 - a worker's error is a soak finding, reported with its place
+            self._error(calls, e)
+        finally:
+            self.warm.set()
+            if self.engine is not None:
+                try:
+                    self.engine.close()
+                except Exception as e:  # noqa: BLE001 - a failed release is a finding too
+                    self._error(calls, e, "close: ")
+
+    def _loop(self) -> int:
         calls = 0
         first: dict[int, np.ndarray] = {}
         n = len(self.batches)
-        try:
-            while time.perf_counter() < self.deadline:
-                b = (self.wid + calls) % n
-                out = self.engine.run(self.batches[b])
-                now = time.perf_counter() - self.t0
-                self.done.append((now, len(out)))
-                result = compare.compare(self.references[b], out, self.keys[b], self.tol)
-                if not result.passed:
-                    self._mismatch(calls, b, now, "; ".join(result.failures))
-                if b in first:
-                    self.max_change = max(self.max_change, float(np.max(np.abs(out - first[b]))))
-                else:
-                    first[b] = np.array(out, copy=True)
-                calls += 1
-                if calls % n == 0:
-                    self.rotations += 1
-                    self.warm.set()
-        except Exception as e:  # noqa: BLE001 - a worker's error is a soak finding, reported with its place
-            where = traceback.extract_tb(e.__traceback__)[-1]
-            self._mismatch(calls, -1, time.perf_counter() - self.t0,
-                           f"{type(e).__name__}: {e} ({os.path.basename(where.filename)}:{where.lineno})")
-        finally:
-            self.warm.set()
+        while time.perf_counter() < self.deadline or self.rotations < self.min_rotations:
+            b = (self.wid + calls) % n
+            out = self.engine.run(self.batches[b])
+            now = time.perf_counter() - self.t0
+            self.done.append((now, len(out)))
+            result = compare.compare(self.references[b], out, self.keys[b], self.tol)
+            if not result.passed:
+                self._mismatch(calls, b, now, "; ".join(result.failures))
+            if b in first:
+                self.max_change = max(self.max_change, float(np.max(np.abs(out - first[b]))))
+            else:
+                first[b] = np.array(out, copy=True)
+            calls += 1
+            if calls % n == 0:
+                self.rotations += 1
+                self.warm.set()
+        return calls
+
+    def _error(self, call: int, e: BaseException, prefix: str = "") -> None:
+        where = traceback.extract_tb(e.__traceback__)[-1] if e.__traceback__ else None
+        place = f" ({os.path.basename(where.filename)}:{where.lineno})" if where else ""
+        self._mismatch(call, -1, time.perf_counter() - self.t0, f"{prefix}{type(e).__name__}: {e}{place}")
 
     def _mismatch(self, call: int, batch: int, seconds: float, detail: str) -> None:
         self.mismatch_count += 1
@@ -141,20 +179,19 @@ class _Worker(threading.Thread):
 
 
 def soak(gate: Gate, make: Callable[[], Engine], *, workers: int = 2, seconds: float = 60.0,
-         batch_size: int | None = None, log: Callable[[str], None] | None = None) -> SoakResult:
+         min_rotations: int = 0, batch_size: int | None = None, log: Callable[[str], None] | None = None
+         ) -> SoakResult:
     """Run ``workers`` engines from ``make()`` at once for ``seconds`` on the probe set; see the module doc.
 
-    The engines are made (built, calibrated, loaded) one after another before the clock starts, and all
-    closed at the end; only running them overlaps.
+    Each worker makes its engine on its own thread, one after another (builds, calibration and CUDA graph
+    capture are not timed and never overlap); the clock starts when all are warm, and each closes its engine
+    on its own thread at the end. An engine that cannot be made raises here, as a plain run would.
+    ``min_rotations``: each worker goes on past ``seconds`` until it has run every probe batch that many
+    times (a slow or loaded machine still gets a warm-up pass and judged passes).
     """
     if workers < 1 or seconds <= 0:
         raise HarnessError(f"soak needs at least 1 worker and a positive duration, got {workers} and {seconds} s.")
-    with contextlib.ExitStack() as stack:
-        engines = [stack.enter_context(make()) for _ in range(workers)]
-        return _soak(gate, engines, seconds, batch_size, log or gate.log)
-
-
-def _soak(gate: Gate, engines: Sequence[Engine], seconds: float, batch_size: int | None, log) -> SoakResult:
+    log = log or gate.log
     bs = batch_size or gate.batch_size
     indices = gate.probe_indices()
     reference, _ = gate.reference_probe(indices)
@@ -162,15 +199,30 @@ def _soak(gate: Gate, engines: Sequence[Engine], seconds: float, batch_size: int
     batches = [gate.dataset.batch([indices[j] for j in c]) for c in chunks]
     references = [reference[c] for c in chunks]
     keys = [[gate.dataset.keys[indices[j]] for j in c] for c in chunks]
-    tol = compare.Tolerance.from_dict(gate.store.precision_tolerance(engines[0].precision))
+
+    setup_lock = threading.Lock()
+    threads = [_Worker(w, make, batches, setup_lock) for w in range(workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.ready.wait()
+    failed = next((t.setup_error for t in threads if t.setup_error is not None), None)
+    if failed is not None:
+        for t in threads:
+            t.cancelled = True
+            t.go.set()
+            t.join()
+        raise failed
+    engine = threads[0].engine
+    tol = compare.Tolerance.from_dict(gate.store.precision_tolerance(engine.precision))
+    log(f"soak: {workers} x {engine.label} over {len(batches)} probe batches of <= {bs} for {seconds:g} s")
 
     samples: list[tuple[float, float]] = []
     start = time.perf_counter()
-    deadline = start + seconds
-    threads = [_Worker(w, e, batches, references, keys, tol, deadline, start) for w, e in enumerate(engines)]
-    log(f"soak: {len(engines)} x {engines[0].label} over {len(batches)} probe batches of <= {bs} for {seconds:g} s")
     for t in threads:
-        t.start()
+        t.references, t.keys, t.tol, t.t0, t.deadline = references, keys, tol, start, start + seconds
+        t.min_rotations = min_rotations
+        t.go.set()
     warm_at = None
     while any(t.is_alive() for t in threads):
         rss = rss_mib()
@@ -182,8 +234,11 @@ def _soak(gate: Gate, engines: Sequence[Engine], seconds: float, batch_size: int
         time.sleep(SAMPLE_SECONDS)
     for t in threads:
         t.join()
-    end = time.perf_counter() - start
-    return _result(gate, engines[0], threads, samples, warm_at, end, bs)
+    # judged up to the first worker's last call: after that, engines closing release their memory
+    ends = [t.loop_end for t in threads if t.loop_end is not None]
+    end = min(ends) if ends else time.perf_counter() - start
+    samples = [s for s in samples if s[0] <= end]
+    return _result(gate, engine, threads, samples, warm_at, end, bs)
 
 
 def _result(gate: Gate, engine: Engine, threads: Sequence[_Worker], samples, warm_at, end: float, bs: int
@@ -233,7 +288,7 @@ def _result(gate: Gate, engine: Engine, threads: Sequence[_Worker], samples, war
     else:
         verdict = Verdict.PASS
     return SoakResult(
-        engine=engine.describe(), model=ModelRef.of(engine.model), dataset=DatasetRef.of(gate.dataset),
+        engine=threads[0].description, model=ModelRef.of(engine.model), dataset=DatasetRef.of(gate.dataset),
         verdict=verdict, reasons=reasons, workers=len(threads), seconds=round(end, 3), batch_size=bs,
         calls=len(done), images=int(sum(d[1] for d in done)), checked_outputs=len(done), mismatches=count,
         first_mismatches=mismatches, rotations_min=rotations, window_seconds=round(width, 3),

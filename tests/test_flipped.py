@@ -5,7 +5,7 @@ import cv2
 import numpy as np
 import pytest
 
-from harness import accuracy, cli, metrics, report
+from harness import accuracy, cli, report
 
 from .test_accuracy import scaled_conv_onnx, small_pairs
 

@@ -167,9 +167,9 @@ def test_a_driver_upgrade_is_compared_not_skipped(own_gate, facenet_reference):
     result = own_gate.perf(facenet_reference, [case], QUICK, save_baseline="driver A")
     ident, stack = result.identity, result.stack
     path = own_gate.store.writable() / "perf.json"
-    import json
-
     doc = json.loads(path.read_text())
+    if case.name not in doc["entries"][0]["results"]:
+        pytest.skip(f"the machine was too busy to record a baseline: {result.rows[0].stability}")
     doc["entries"][0]["stack"] = {**stack, "runtime": "onnxruntime 1.31.0", "driver": "535.54"}
     path.write_text(json.dumps(doc))
     baseline, why = own_gate.store.perf_baseline(ident, case.name)

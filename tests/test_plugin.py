@@ -172,6 +172,9 @@ def test_bench_exits_1_on_a_real_slowdown(plugin_site, tmp_path, facenet_lfw):
     common = cli_cmd() + ["bench", "--backend", "dummy", "--cases", "compute-b8", "--warmup", "0.5",
                           "--min-duration", "3", "--min-rounds", "12", "--baselines", str(tmp_path / "mine")]
     saved = run(common + ["--save-baseline", "before the regression"], env, tmp_path)
+    if saved.returncode == 4 and "not recorded (unstable" in saved.stderr + saved.stdout:
+        pytest.skip("the machine was too busy to record a baseline (it says so, exit 4): "
+                    + (saved.stderr + saved.stdout).strip().splitlines()[-1])
     assert saved.returncode == 0 and "recorded as the baseline" in saved.stdout, saved.stdout + saved.stderr
     slow = run(common + ["--json", str(tmp_path / "slow.json")], {**env, "DUMMY_SLOWDOWN": "1.4"}, tmp_path)
     doc = json.loads((tmp_path / "slow.json").read_text())

@@ -12,9 +12,10 @@ Numerics per precision (``NUMERICS``):
   * ``tf32``: TF32 on for both (NVIDIA compute capability >= 8.0 only);
   * ``fp16`` / ``bf16``: the network cast to that type; its head (bottleneck, batch norm, L2 normalisation,
     0.9 of its 1,418 MMAC an image) runs in float32, so the embedding is normalised in float32.
-The engine's I/O is float32 either way. TF32 and autotuning flags are process-wide in PyTorch: they are set
-right before each call and restored after it (``numerics``), so engines of different precisions in one
-process do not leak into each other (or into the caller's code).
+The engine's I/O is float32 either way. TF32 and autotuning flags are process-wide in PyTorch: each call
+holds them (``numerics``): calls wanting the same flags share them across threads, one wanting others waits,
+and the caller's are restored after, so engines of different precisions in one process never run under each
+other's flags (or leave theirs to the caller's code).
 
 On CUDA, each batch size gets one captured CUDA graph (``cuda_graphs``, up to ``MAX_GRAPHS`` kept) and the
 host/device copies and the execution are timed with CUDA events (``timings``). ``device_fingerprint()``
@@ -30,6 +31,7 @@ import json
 import re
 import shutil
 import subprocess
+import threading
 import time
 from typing import Any
 
@@ -99,23 +101,68 @@ def _wanted_state(torch, tf32: bool, benchmark: bool) -> tuple:
     return ("legacy", tf32, tf32, "high" if tf32 else "highest", benchmark)
 
 
-@contextlib.contextmanager
-def numerics(tf32: bool, benchmark: bool = False, threads: int = 0):
-    """TF32 on or off for cuBLAS matmuls and cuDNN convolutions (and ``float32_matmul_precision``), cuDNN
-    autotuning and the CPU intra-op threads, for the duration of the block; the caller's values restored."""
-    import torch
+class _Numerics:
+    """The process-wide numerics flags, held by the calls that want the same values.
 
-    saved = _tf32_state(torch)
-    saved_threads = torch.get_num_threads()
-    _set_tf32_state(torch, _wanted_state(torch, tf32, benchmark))
-    if threads and threads != saved_threads:
-        torch.set_num_threads(threads)
-    try:
-        yield
-    finally:
-        _set_tf32_state(torch, saved)
-        if threads and threads != saved_threads:
-            torch.set_num_threads(saved_threads)
+    PyTorch's TF32 / autotuning flags and its intra-op thread count are process-wide. Calls in several
+    threads that want the same values share them (the engines of a soak); a call from another thread that
+    wants other values waits until the last holder has left, when the caller's values are restored. A
+    thread that is the only holder may nest a call with other values (an fp32 engine called inside a
+    tf32 block): they apply inside it, the outer ones after, and meanwhile no other thread joins. So no
+    engine call ever runs under another's flags, and the code around the engines sees its own."""
+
+    def __init__(self):
+        self.cond = threading.Condition()
+        self.holders: collections.Counter = collections.Counter()  # thread id -> calls it holds
+        self.held: tuple | None = None  # (tf32 state, threads) in force while held
+        self.saved: tuple | None = None  # the caller's, restored when the last holder leaves
+        self.nested = 0  # same-thread calls that changed the values under an outer one
+
+    @staticmethod
+    def _apply(torch, state: tuple) -> None:
+        _set_tf32_state(torch, state[0])
+        if state[1] and state[1] != torch.get_num_threads():
+            torch.set_num_threads(state[1])
+
+    @contextlib.contextmanager
+    def __call__(self, tf32: bool, benchmark: bool = False, threads: int = 0):
+        import torch
+
+        me = threading.get_ident()
+        wanted = (_wanted_state(torch, tf32, benchmark), threads)
+        with self.cond:
+            while True:
+                total, mine = sum(self.holders.values()), self.holders[me]
+                if not total or (mine == total) or (self.held == wanted and not self.nested):
+                    break
+                self.cond.wait()
+            previous = None
+            if not total:
+                self.saved = (_tf32_state(torch), torch.get_num_threads())
+                self._apply(torch, wanted)
+                self.held = wanted
+            elif self.held != wanted:  # only this thread holds them: nest
+                previous = self.held
+                self._apply(torch, wanted)
+                self.held = wanted
+                self.nested += 1
+            self.holders[me] += 1
+        try:
+            yield
+        finally:
+            with self.cond:
+                self.holders[me] -= 1
+                if previous is not None:
+                    self._apply(torch, previous)
+                    self.held = previous
+                    self.nested -= 1
+                elif not sum(self.holders.values()):
+                    self._apply(torch, self.saved)
+                    self.held = self.saved = None
+                self.cond.notify_all()
+
+
+numerics = _Numerics()  # numerics(tf32, benchmark, threads): a context manager, see _Numerics
 
 
 # --- the device ----------------------------------------------------------------------------------------
@@ -338,15 +385,11 @@ class TorchEngine(Engine):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         torch = self.torch
         host = torch.from_numpy(batch)
-        if not self.cuda:
-            t0 = time.perf_counter()
+        if not self.cuda:  # no copies on the CPU: the one stage is the network
             with torch.inference_mode(), self._numerics():
-                t1 = time.perf_counter()
-                out = self._forward(host)
-                t2 = time.perf_counter()
-                result = out.numpy().copy()
-            t3 = time.perf_counter()
-            self.timings = {"h2d_ms": (t1 - t0) * 1e3, "compute_ms": (t2 - t1) * 1e3, "d2h_ms": (t3 - t2) * 1e3}
+                t0 = time.perf_counter()
+                result = self._forward(host).numpy().copy()
+            self.timings = {"compute_ms": (time.perf_counter() - t0) * 1e3}
             return result
         n = len(batch)
         events = [torch.cuda.Event(enable_timing=True) for _ in range(4)]
