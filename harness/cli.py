@@ -148,8 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--baselines", help="your baselines folder (read first)")
     p.add_argument("--json", help="write the checker's findings and both verdicts here")
     _add_probe(p)
-    # the CPU check runs exactly that file: onnxruntime, int8, the TensorRT format (fake quantization)
-    p.set_defaults(backend="onnxruntime", int8_format=precision.TRT_INT8_FORMAT, engine_option=[])
+    p.set_defaults(engine_option=[])  # Setup reads it; the CPU check's engine is Gate.tensorrt_int8's
     p = sub.add_parser("inspect", help="validate a FaceNet ONNX and show the tensors found by pattern")
     p.add_argument("onnx")
     return parser
@@ -390,42 +389,11 @@ def cmd_passes(args) -> int:
 def cmd_quantize(args) -> int:
     """Write the INT8 model for TensorRT/IxRT, check it against TensorRT's Q/DQ rules and, unless
     --no-verify, gate exactly that file on the CPU (fake quantization): conformance and full LFW accuracy."""
-    import shutil
-
     given = {"size": args.calib_size, "seed": args.calib_seed, "method": args.calib_method}
     calib = precision.Calibration(**{k: v for k, v in given.items() if v is not None}, format=precision.TRT_INT8_FORMAT)
     with Setup(args) as s:
-        built = precision.tensorrt_int8_model(s.model, s.dataset, s.cache_dir, calib)
-        out = Path(args.out)
-        with cache.atomic_path(out) as tmp:
-            shutil.copyfile(built, tmp)
-        sha = cache.sha256_file(out)
-        violations = precision.check_tensorrt_qdq(out)
-        print(f"wrote {out} (sha256 {sha}): symmetric INT8 QDQ for TensorRT/IxRT, calibrated "
-              f"({calib.method}) on {calib.size} LFW images outside the protocol, seed {calib.seed}")
-        for v in violations:
-            print(f"  TensorRT Q/DQ rule broken: {v}")
-        if not violations:
-            print("TensorRT Q/DQ rules: PASS (zero points int8 0, weights per output channel, biases float)")
-        verdicts = [Verdict.of(not violations)]
-        doc = {"model": str(out), "sha256": sha, "calibration": calib, "violations": violations}
-        if not args.no_verify and not violations:
-            with s.engine("int8") as engine:
-                ran = engine.describe()["engine_sha256"]
-                if ran != sha:
-                    raise HarnessError(f"{out}: the CPU engine ran another file (sha256 {ran[:16]}, written "
-                                       f"{sha[:16]}); remove {built} from the cache and run again.")
-                doc["conformance"] = s.gate.conformance(engine)
-                print(doc["conformance"])
-                doc["accuracy"] = s.gate.accuracy(engine)
-                print(doc["accuracy"])
-            verdicts += [doc["conformance"].verdict, doc["accuracy"].verdict]
-    doc["verdict"] = verdict = Verdict.combine(verdicts)
-    if args.json:
-        report.write_json(args.json, doc)
-    print(f"quantize --for {args.target}: {verdict}"
-          + ("" if args.no_verify or violations else " (Q/DQ rules, conformance and LFW accuracy on the CPU)"))
-    return verdict.exit_code
+        result = s.gate.tensorrt_int8(s.model, args.out, calib, verify=not args.no_verify)
+    return _finish(args, result)
 
 
 def cmd_inspect(args) -> int:

@@ -26,6 +26,7 @@ from . import accuracy as accuracy_
 from . import bench, cache, compare, data, environment, metrics  # noqa: F401 (metrics: annotations)
 from . import diagnose as diagnose_
 from . import perfstats
+from . import precision as precision_
 from .baselines import BaselineStore, judge_accuracy, stack_changes
 from .data import Dataset
 from .engines import Capability, Engine, EngineContext, create
@@ -212,6 +213,23 @@ class GateRow(_Result):
 
 
 @dataclasses.dataclass(eq=False)
+class QuantizeResult(_Result):
+    """``Gate.tensorrt_int8``: the INT8 model written for TensorRT/IxRT, its Q/DQ rule check and, when
+    verified, the conformance and LFW accuracy of exactly that file on the CPU (fake quantization)."""
+
+    path: str
+    sha256: str
+    calibration: precision_.Calibration
+    violations: list[str]  # TensorRT Q/DQ rules it breaks (precision.check_tensorrt_qdq)
+    conformance: ConformanceResult | None  # None: not verified (asked, or the rules are broken)
+    accuracy: AccuracyResult | None
+    verdict: Verdict
+
+    def __repr__(self) -> str:
+        return f"<QuantizeResult {self.path}: {self.verdict}>"
+
+
+@dataclasses.dataclass(eq=False)
 class GateReport(_Result):
     verdict: Verdict
     environment: dict
@@ -370,6 +388,34 @@ class Gate:
         except Exception as e:  # noqa: BLE001 - a diagnosis that cannot run must not hide the conformance verdict
             why = str(e) if isinstance(e, HarnessError) else f"the diagnosis itself failed ({type(e).__name__}: {e})"
             return diagnose_.not_supported(engine.precision, why, keys)
+
+    # --- the INT8 model for TensorRT / IxRT ------------------------------------------------------------
+
+    def tensorrt_int8(self, source: ModelInfo, out: str | Path, calibration: precision_.Calibration,
+                      verify: bool = True) -> QuantizeResult:
+        """Write the symmetric INT8 QDQ model TensorRT/IxRT build from (``precision.tensorrt_int8_model``) to
+        ``out`` (atomically), check it against TensorRT's Q/DQ rules and, when ``verify``, gate exactly that
+        file on the CPU: onnxruntime with every Q/DQ executed as a float op, conformance and LFW accuracy."""
+        import shutil
+
+        built = precision_.tensorrt_int8_model(source, self.dataset, self.cache_dir, calibration)
+        out = Path(out)
+        with cache.atomic_path(out) as tmp:
+            shutil.copyfile(built, tmp)
+        sha = cache.sha256_file(out)
+        violations = precision_.check_tensorrt_qdq(out)
+        conf = acc = None
+        if verify and not violations:
+            options = dict(int8_format=precision_.TRT_INT8_FORMAT, calib_size=calibration.size,
+                           calib_seed=calibration.seed, calib_method=calibration.method)
+            with create("onnxruntime", source, "int8", self.engine_context(), **options) as engine:
+                ran = engine.describe()["engine_sha256"]
+                if ran != sha:
+                    raise HarnessError(f"{out}: the CPU engine ran another file (sha256 {ran[:16]}, written "
+                                       f"{sha[:16]}); remove {built} from the cache and run again.")
+                conf, acc = self.conformance(engine), self.accuracy(engine)
+        verdict = Verdict.combine([Verdict.of(not violations)] + [r.verdict for r in (conf, acc) if r is not None])
+        return QuantizeResult(str(out), sha, calibration, violations, conf, acc, verdict)
 
     def save_golden(self) -> Path:
         indices = self.probe_indices()

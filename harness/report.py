@@ -12,7 +12,7 @@ from . import cache
 from .verdicts import Check, Verdict
 
 if TYPE_CHECKING:
-    from .gate import AccuracyResult, ConformanceResult, GateReport, GateRow, PerfResult
+    from .gate import AccuracyResult, ConformanceResult, GateReport, GateRow, PerfResult, QuantizeResult
     from .soak import SoakResult
 
 
@@ -34,8 +34,21 @@ def text(result) -> str:
     renderers = {diagnose.Diagnosis: diagnosis_text,
                  g.AccuracyResult: accuracy_text, g.ConformanceResult: conformance_text, g.PerfResult: perf_text,
                  g.GateReport: gate_markdown, g.GateRow: lambda r: "\n".join(_row_markdown(r)),
-                 g.PerfRow: _perf_row_text, soak.SoakResult: soak_text}
+                 g.PerfRow: _perf_row_text, soak.SoakResult: soak_text, g.QuantizeResult: quantize_text}
     return renderers[type(result)](result)
+
+
+def quantize_text(r: "QuantizeResult") -> str:
+    c = r.calibration
+    lines = [f"wrote {r.path} (sha256 {r.sha256}): symmetric INT8 QDQ for TensorRT/IxRT, calibrated ({c.method}) "
+             f"on {c.size} LFW images outside the protocol, seed {c.seed}"]
+    lines += [f"  TensorRT Q/DQ rule broken: {v}" for v in r.violations]
+    if not r.violations:
+        lines.append("TensorRT Q/DQ rules: PASS (zero points int8 0, weights per output channel, biases float)")
+    lines += [text(x) for x in (r.conformance, r.accuracy) if x is not None]
+    checked = "Q/DQ rules" + (", conformance and LFW accuracy on the CPU" if r.accuracy is not None else " only")
+    lines.append(f"quantize --for tensorrt: {r.verdict} ({checked})")
+    return "\n".join(lines)
 
 
 def soak_text(r: "SoakResult") -> str:

@@ -651,6 +651,26 @@ def test_close_releases_everything_once(onnx_file, tmp_path, monkeypatch):
         engine.run(rows(1))
 
 
+def test_close_after_a_device_error_still_releases_everything(onnx_file, tmp_path, monkeypatch):
+    """A sticky CUDA error makes the stream sync fail: every other resource is still released, the engine
+    counts as closed, and the error is raised once, saying what failed."""
+    rec = Rec()
+    cuda = FakeCuda(rec)
+    monkeypatch.setattr(trt_engine, "Cuda", lambda: cuda)
+    engine = trt_engine.TensorRTEngine(info(onnx_file, 64), "fp32", EngineContext(tmp_path / "cache"),
+                                       sdk=fake_sdk("11.x", rec, cuda, batch=64))
+    engine.run(rows(2))
+
+    def sticky(stream):
+        raise RuntimeError("cudaErrorIllegalAddress")
+
+    monkeypatch.setattr(cuda, "sync", sticky)
+    with pytest.raises(HarnessError, match="stream sync: RuntimeError: cudaErrorIllegalAddress"):
+        engine.close()
+    assert engine.closed and cuda.closed
+    assert cuda.live == {"alloc": 0, "pinned": 0, "event": 0, "stream": 0}
+
+
 def test_compute_view_times_execution_alone(onnx_file, tmp_path, facenet_lfw):
     """The compute-only view uploads once, then times executions without copies (as the deployment's FPS)."""
     from harness import bench

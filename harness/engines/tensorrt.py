@@ -265,23 +265,35 @@ class TensorRTEngine(Engine):
         if self.closed:
             return
         c = getattr(self, "cuda", None)
+        errors: list[str] = []
+
+        def release(what: str, fn, *args) -> None:  # one failure (a sticky CUDA error) must not keep the rest
+            try:
+                fn(*args)
+            except Exception as e:  # noqa: BLE001 - collected and raised once everything was tried
+                errors.append(f"{what}: {type(e).__name__}: {e}")
+
         if c is not None:
-            if getattr(self, "stream", None) is not None:
-                c.sync(self.stream)  # nothing may still be using what is freed below
+            stream = getattr(self, "stream", None)
+            if stream is not None:
+                release("stream sync", c.sync, stream)  # nothing may still be using what is freed below
             for arr in getattr(self, "pinned", {}).values():
-                c.free_pinned(arr)
+                release("pinned buffer", c.free_pinned, arr)
             for buf in getattr(self, "buffers", {}).values():
-                c.free(buf)
+                release("device buffer", c.free, buf)
             for ev in getattr(self, "events", []):
-                c.destroy_event(ev)
+                release("event", c.destroy_event, ev)
             self.pinned, self.buffers, self.events = {}, {}, []
-            if getattr(self, "stream", None) is not None:
-                c.free_stream(self.stream)
+            if stream is not None:
+                release("stream", c.free_stream, stream)
                 self.stream = None
         self.exec_context = self.engine = None
         if c is not None and self._owns_cuda:
-            c.close()
+            release("CUDA context", c.close)
         super().close()
+        if errors:
+            raise HarnessError(f"{self.label}: releasing the engine failed ({'; '.join(errors)}); the device may be "
+                               "in an error state (check the driver log).")
 
     def _plan(self, spec: BuildSpec, cache_dir: Path) -> Path:
         key = engine_key(spec, self.version, self.device)[:24]
