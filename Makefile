@@ -41,7 +41,7 @@ perf: install
 # Recorded under pytest, the context 'make test' measures in (it ran int8 at batch 1 up to 20% slower
 # than a bare CLI process on the same machine), so a CLI run is never judged against a faster context.
 perf-baseline: install
-	$(BIN)/python -m pytest -m perf -p no:cacheprovider --facenet-backend onnxruntime \
+	$(BIN)/python -m pytest -m perf -p no:cacheprovider --facenet-backend onnxruntime,torch \
 	  --facenet-save-perf-baseline "make perf-baseline on $$(hostname), $$(date -u +%F)" $(PYTEST_ARGS)
 
 clean:
