@@ -33,13 +33,21 @@ FP16_RECIPE = "ort-float16-keep-io-v1"
 #                 itself computes cosine 0.9994 with onnxruntime's graph optimisations off, so it is
 #                 the form to hand to TensorRT/IxRT (explicit quantization)
 # Symmetric activation ranges (CalibTensorRangeSymmetric) with s8s8 gave cosine ~0: not offered.
+# Each format is the quantize_static options that make it (enum values by name), per-channel weights always.
 INT8_FORMATS = {
-    "qop-u8s8-rr": {"quant_format": "QOperator", "activation": "QUInt8", "weight": "QInt8", "reduce_range": True},
-    "qop-u8s8": {"quant_format": "QOperator", "activation": "QUInt8", "weight": "QInt8", "reduce_range": False},
-    "qdq-u8s8-rr": {"quant_format": "QDQ", "activation": "QUInt8", "weight": "QInt8", "reduce_range": True},
-    "qdq-s8s8": {"quant_format": "QDQ", "activation": "QInt8", "weight": "QInt8", "reduce_range": False},
-    # the model TensorRT/IxRT build from (tensorrt_int8_model); onnxruntime runs it as fake-quant on the CPU
-    "trt-qdq": {"quant_format": "QDQ", "activation": "QInt8", "weight": "QInt8", "reduce_range": False},
+    "qop-u8s8-rr": {"quant_format": "QOperator", "activation_type": "QUInt8", "weight_type": "QInt8",
+                    "reduce_range": True},
+    "qop-u8s8": {"quant_format": "QOperator", "activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": False},
+    "qdq-u8s8-rr": {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": True},
+    "qdq-s8s8": {"quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": False},
+    # The model TensorRT/IxRT build from (tensorrt_int8_model); onnxruntime runs it as fake-quant on the CPU.
+    # TensorRT's ONNX parser takes symmetric INT8 Q/DQ only (zero point 0), weights per output channel, and
+    # biases in float (it quantizes them itself). Chosen by measurement (baselines/README.md, "INT8 for
+    # TensorRT"): Q/DQ on every op onnxruntime's QDQ quantizer supports (Conv, Gemm, Add, Concat, MaxPool,
+    # GlobalAveragePool) came closer to FP32 than Q/DQ at Conv inputs only.
+    "trt-qdq": {"quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": False,
+                "op_types_to_quantize": None,
+                "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}},
 }
 DEFAULT_INT8_FORMAT = "qop-u8s8-rr"
 TRT_INT8_FORMAT = "trt-qdq"
@@ -149,81 +157,47 @@ def _quantize_static(source: ModelInfo, dataset: Dataset, files, calibration: Ca
 
 
 def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration: Calibration) -> Path:
-    """Statically quantized INT8 model, calibrated on ``calibration.size`` images outside the protocol."""
-    if calibration.format == TRT_INT8_FORMAT:
-        return tensorrt_int8_model(source, dataset, cache_dir, calibration)
+    """Statically quantized INT8 model of ``calibration.format`` (``INT8_FORMATS``), calibrated on
+    ``calibration.size`` images outside the protocol with ``calibration.method``. Cached by model sha,
+    calibration images, size, seed, method, format with its options, and onnxruntime's version; the
+    TensorRT form is held to TensorRT's Q/DQ rules (``check_tensorrt_qdq``) before it is published."""
     from onnxruntime import quantization as q
 
     files, image_list = _calibration_set(dataset, calibration)
-    fmt = INT8_FORMATS[calibration.format]
+    spec = INT8_FORMATS[calibration.format]
+    options = {**spec, "quant_format": getattr(q.QuantFormat, spec["quant_format"]),
+               "activation_type": getattr(q.QuantType, spec["activation_type"]),
+               "weight_type": getattr(q.QuantType, spec["weight_type"]), "per_channel": True}
     method = calibration.method
 
     def build(out: Path):
-        _log(f"calibrating INT8 ({calibration.format}, {method}) on {len(files)} LFW images "
-             "outside the protocol ...")
-        _quantize_static(source, dataset, files, calibration, method, out,
-                         quant_format=getattr(q.QuantFormat, fmt["quant_format"]),
-                         activation_type=getattr(q.QuantType, fmt["activation"]),
-                         weight_type=getattr(q.QuantType, fmt["weight"]),
-                         per_channel=True, reduce_range=fmt["reduce_range"])
+        _log(f"calibrating INT8 ({calibration.format}, {method}) on {len(files)} LFW images outside the protocol ...")
+        _quantize_static(source, dataset, files, calibration, method, out, **options)
+        if calibration.format == TRT_INT8_FORMAT:
+            violations = check_tensorrt_qdq(out)
+            if violations:
+                raise HarnessError(f"{source.path}: the quantized model breaks TensorRT's Q/DQ rules "
+                                   f"({'; '.join(violations[:5])}); report this with the onnxruntime version "
+                                   f"{_ort_version()}.")
         return {"calibration_images": [k for k, _ in files]}
 
     return _cached_build(cache_dir, f"int8-{calibration.format}", {
-        "source": source.sha256, "images": image_list, "method": method,
-        "format": calibration.format, "size": calibration.size, "seed": calibration.seed,
-        "onnxruntime": _ort_version()}, build)
+        "source": source.sha256, "images": image_list, "method": method, "format": calibration.format,
+        "options": spec, "size": calibration.size, "seed": calibration.seed, "onnxruntime": _ort_version()}, build)
 
 
 # --- the INT8 model for TensorRT / IxRT (explicit quantization) ------------------------------------------
 
-# TensorRT's ONNX parser takes symmetric INT8 Q/DQ only (zero point 0), weights per output channel, and
-# biases in float (it quantizes them itself). onnxruntime's quantize_static with these options writes that.
-# Chosen by measurement (baselines/README.md, "INT8 for TensorRT"): probe cosine vs the golden FP32 set.
-TRT_QDQ_RECIPE = {
-    "quantizer": "onnxruntime.quantization.quantize_static",
-    "quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "per_channel": True,
-    # every op onnxruntime's QDQ quantizer supports (Conv, Gemm, Add, Concat, MaxPool, GlobalAveragePool):
-    # measured closer to FP32 than Q/DQ at Conv inputs only
-    "op_types_to_quantize": None,
-    "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
-}
 # the output-channel axis of a weight, per consumer op: Conv (M, C, kH, kW), Gemm B (K, N) without transB
 WEIGHT_AXIS = {"Conv": 0, "ConvTranspose": 1, "MatMul": 1}
 
 
 def tensorrt_int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration: Calibration) -> Path:
-    """The symmetric INT8 QDQ ONNX a TensorRT/IxRT engine is built from (``TRT_QDQ_RECIPE``), calibrated on
-    ``calibration.size`` images outside the protocol with ``calibration.method`` (default Percentile).
-    ``calibration.format`` is not used: this is always the TensorRT form. Cached by model sha, calibration
-    images, size, seed, method, quantizer version and recipe; ``check_tensorrt_qdq`` holds it to TensorRT's
-    rules before it is published."""
-    from onnxruntime import quantization as q
-
-    files, image_list = _calibration_set(dataset, calibration)
-    recipe = TRT_QDQ_RECIPE
+    """The symmetric INT8 QDQ ONNX a TensorRT/IxRT engine is built from: ``int8_model`` of the ``trt-qdq``
+    format (default calibrator Percentile), which must be the calibration's format."""
     if calibration.format != TRT_INT8_FORMAT:
         raise HarnessError(f"tensorrt_int8_model takes Calibration(format={TRT_INT8_FORMAT!r}), got {calibration.format!r}.")
-    method = calibration.method
-
-    def build(out: Path):
-        _log(f"calibrating INT8 for TensorRT ({method}, symmetric QDQ) on {len(files)} LFW images "
-             "outside the protocol ...")
-        _quantize_static(source, dataset, files, calibration, method, out,
-                         quant_format=getattr(q.QuantFormat, recipe["quant_format"]),
-                         activation_type=getattr(q.QuantType, recipe["activation_type"]),
-                         weight_type=getattr(q.QuantType, recipe["weight_type"]),
-                         per_channel=recipe["per_channel"], op_types_to_quantize=recipe["op_types_to_quantize"],
-                         extra_options=dict(recipe["extra_options"]))
-        violations = check_tensorrt_qdq(out)
-        if violations:
-            raise HarnessError(f"{source.path}: the quantized model breaks TensorRT's Q/DQ rules "
-                               f"({'; '.join(violations[:5])}); report this with the onnxruntime version "
-                               f"{_ort_version()}.")
-        return {"calibration_images": [k for k, _ in files]}
-
-    return _cached_build(cache_dir, f"int8-{TRT_INT8_FORMAT}", {
-        "source": source.sha256, "images": image_list, "method": method, "size": calibration.size,
-        "seed": calibration.seed, "quantizer": f"onnxruntime {_ort_version()}", "recipe": recipe}, build)
+    return int8_model(source, dataset, cache_dir, calibration)
 
 
 def _constant_values(graph: onnx.GraphProto) -> dict[str, np.ndarray]:
