@@ -42,16 +42,21 @@ def _cpuinfo_first_block() -> dict[str, str]:
     return out
 
 
+def cpu_flags() -> set[str]:
+    """Every feature flag the kernel reports for the CPU (x86 ``flags``, Arm ``Features``)."""
+    info = _cpuinfo_first_block()
+    return set((info.get("flags") or info.get("Features") or "").split())
+
+
 def cpu_identity() -> dict:
     """What makes two CPUs run the same kernels at the same speed: vendor, family/model/stepping, the
     ISA features runtimes dispatch on, and the cores this process may use (not the marketing name,
     which two very different VMs can share)."""
     info = _cpuinfo_first_block()
-    flags = set((info.get("flags") or info.get("Features") or "").split())
     return {"vendor": info.get("vendor_id") or info.get("CPU implementer") or platform.machine(),
             "family": info.get("cpu family") or info.get("CPU architecture"),
             "model": info.get("model") or info.get("CPU part"), "stepping": info.get("stepping") or info.get("CPU revision"),
-            "name": cpu_name(), "isa": sorted(flags & KERNEL_FLAGS), "cores": cpu_count()}
+            "name": cpu_name(), "isa": sorted(cpu_flags() & KERNEL_FLAGS), "cores": cpu_count()}
 
 
 def machine_id() -> str:

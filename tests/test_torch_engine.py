@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import bench, engines
+from harness import bench, engines, environment
 from harness.engines import EngineUnavailable
 from harness.errors import HarnessError
 
@@ -73,7 +73,7 @@ def test_an_fp32_engine_runs_with_tf32_off_whatever_the_process_set(fp32, faces)
 def test_tf32_is_refused_on_the_cpu_and_fp16_only_with_native_kernels():
     why = torch_engine.precision_availability("tf32", "cpu")
     assert not why and "TF32" in why.why
-    native = bool(set(torch_engine._cpu_flags()) & set(torch_engine.CPU_NATIVE["fp16"]))
+    native = bool(environment.cpu_flags() & set(torch_engine.CPU_NATIVE["fp16"]))
     assert bool(torch_engine.precision_availability("fp16", "cpu")) is native
     assert bool(torch_engine.precision_availability("fp32", "cpu"))
 

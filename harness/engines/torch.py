@@ -39,7 +39,7 @@ import numpy as np
 
 from .. import cache
 from .. import model as model_
-from ..environment import cpu_identity, cpu_name
+from ..environment import cpu_flags, cpu_identity, cpu_name
 from ..errors import HarnessError
 from .base import Availability, Capability, Engine, EngineUnavailable, Option
 
@@ -224,8 +224,7 @@ def precision_availability(precision: str, device: str = "auto") -> Availability
             return Availability(False, "TF32 is a tensor-core mode of NVIDIA GPUs (compute capability >= 8.0); "
                                        "PyTorch has none on the CPU: use fp32 there")
         if precision in CPU_NATIVE:
-            flags = set(cpu_identity()["isa"]) | _cpu_flags()
-            if not flags & set(CPU_NATIVE[precision]):
+            if not cpu_flags() & set(CPU_NATIVE[precision]):
                 return Availability(False, f"this CPU has no native {precision} arithmetic "
                                            f"({' / '.join(CPU_NATIVE[precision][:2])}): PyTorch emulates it "
                                            "far slower than fp32 (fp16 at 0.12x measured); use fp32")
@@ -238,17 +237,6 @@ def precision_availability(precision: str, device: str = "auto") -> Availability
         return Availability(False, f"{torch.cuda.get_device_name(dev)} (compute capability {cc[0]}.{cc[1]}) has no "
                                    "bf16 tensor cores (8.0+)")
     return Availability(True)
-
-
-def _cpu_flags() -> set[str]:
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith(("flags", "Features")):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
 
 
 def pinned_exports(cache_dir) -> dict[str, str]:
