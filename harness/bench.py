@@ -8,9 +8,9 @@ A case is a view at a batch size:
 Each measurement warms up for a fixed time, then times single steps until both a minimum duration and
 a minimum number of rounds are reached. The timed steps form ``perfstats.MAX_BLOCKS`` consecutive
 blocks; on CPU engines a burst of a fixed canary workload (a float32 GEMM in numpy) runs before each
-block, outside the engine's clock: its rate tells how fast the machine was then, so a busy neighbour
-can be told from a slower engine (``harness.perfstats``). An unstable series is measured again, up to
-``Settings.max_attempts``.
+block, outside the engine's clock: its rate is reported beside the ratio as context, never judged
+(``harness.perfstats`` says why). An unstable series (spread, two levels, or other processes using the
+CPUs meanwhile) is measured again, up to ``Settings.max_attempts`` and within ``Settings.budget_s``.
 """
 from __future__ import annotations
 
@@ -54,7 +54,8 @@ class Settings:
     min_duration_s: float = 6.0
     min_rounds: int = 5
     max_attempts: int = 3  # measure again while the series is unstable, at most this often
-    canary: bool = True  # interleave the canary on CPU engines
+    budget_s: float = 40.0  # no re-measure starts once this much of the case's time is spent (warm-up included)
+    canary: bool = True  # interleave the canary on CPU engines (reported beside the ratio, never judged)
 
 
 class Canary:
@@ -298,6 +299,7 @@ def measure(engine: Engine, dataset: Dataset, case: Case, settings: Settings = S
         box["indices"] = list(step.indices)
 
     try:
+        began = time.perf_counter()
         rounds = rounds_for(step, settings, canary)
         starts = block_starts(rounds)
         for attempt in range(1, settings.max_attempts + 1):
@@ -311,12 +313,20 @@ def measure(engine: Engine, dataset: Dataset, case: Case, settings: Settings = S
 
             run = timer if attempt == 1 and timer else _time_steps
             monitor = LoadMonitor()
+            attempt_start = time.perf_counter()
             latencies = np.asarray(run(recorded, rounds, setup if canary else None), float)
             load = monitor.others_share()
+            now = time.perf_counter()
             canary_arr = np.repeat(per_block, np.diff(starts + [len(latencies)])) if canary else None
             m = Measurement(case, step.images, latencies, canary_arr, attempts=attempt, load=load)
-            m.stability = perfstats.stability(m.samples, m.canary_rates, load=load)
+            m.stability = perfstats.stability(m.samples, load=load)
             if m.stability.stable:
+                break
+            spent, last = now - began, now - attempt_start
+            if attempt < settings.max_attempts and spent + last > settings.budget_s:
+                m.stability = dataclasses.replace(
+                    m.stability, why=f"{m.stability.why}; not measured again: {spent:.0f} s of the case's "
+                                     f"{settings.budget_s:.0f} s budget spent after {attempt} measurement(s)")
                 break
     finally:
         step.close()

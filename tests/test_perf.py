@@ -149,7 +149,10 @@ def test_comparison_passes_itself_and_fails_a_real_slowdown(facenet_reference, o
     loaded meanwhile, is INCONCLUSIVE with that reason; never PASS)."""
     case = [bench.Case("compute", 8)]
     first = own_gate.perf(facenet_reference, case, QUICK, save_baseline="this test")
-    assert first.rows[0].verdict is Verdict.NO_BASELINE and "recorded as the baseline" in first.rows[0].why
+    assert first.rows[0].verdict is Verdict.NO_BASELINE, first.rows[0].why
+    if "recorded as the baseline" not in first.rows[0].why:  # unstable: rightly not saved, nothing to judge
+        assert first.rows[0].stability, first.rows[0].why
+        pytest.skip(f"the machine was too busy to record a baseline: {first.rows[0].stability}")
     again = own_gate.perf(facenet_reference, case, QUICK)
     print("same engine:", again.rows[0].why)
     assert again.rows[0].verdict in (Verdict.PASS, Verdict.INCONCLUSIVE), again.rows[0].why
@@ -157,8 +160,8 @@ def test_comparison_passes_itself_and_fails_a_real_slowdown(facenet_reference, o
     row = slow.rows[0]
     print("1.4x slower:", row.why)
     assert row.verdict is Verdict.FAIL or undecidable(row), row.why
-    if row.verdict is Verdict.FAIL:
-        assert row.ratio == pytest.approx(1 / 1.4, rel=0.12)
+    if row.verdict is Verdict.FAIL:  # slower beyond the 0.90 floor; sleep() only ever adds to the 1.4x
+        assert row.ratio < 0.85, row.why
 
 
 def test_a_driver_upgrade_is_compared_not_skipped(own_gate, facenet_reference):

@@ -30,16 +30,16 @@ def test_slowdown_near_the_floor_is_inconclusive():
     assert d.verdict is Verdict.INCONCLUSIVE and d.ci[0] < 0.9 < d.ci[1] and "straddles" in d.why
 
 
-def test_a_slower_machine_is_not_blamed_on_the_engine():
-    """The whole machine at 60% speed: the engine and the canary slow alike; never FAIL for that."""
-    base, base_canary = series(100, seed=1), series(500, seed=2)
-    load = 0.6
-    cur, cur_canary = series(100 * load, seed=3), series(500 * load, seed=4)
-    raw = perfstats.decide(cur, base, 0.10)
-    assert raw.verdict is Verdict.FAIL  # without the canary this would be red on noise
-    d = perfstats.decide(cur, base, 0.10, cur_canary, base_canary)
-    assert d.verdict is Verdict.INCONCLUSIVE and "not once normalised by the canary" in d.why
-    assert d.normalised_ratio == pytest.approx(1.0, abs=0.03) and d.canary_ratio == pytest.approx(0.6, abs=0.02)
+def test_a_shared_machine_is_inconclusive_not_red():
+    """The machine at 60% speed because other processes used it meanwhile: the load monitor makes the
+    measurement unstable, so the verdict is INCONCLUSIVE with that reason, never FAIL."""
+    base, cur = series(100, seed=1), series(60, seed=3)
+    assert perfstats.decide(cur, base, 0.10).verdict is Verdict.FAIL  # the ratio alone cannot tell
+    st = perfstats.stability(cur, load=0.5)
+    assert not st.stable and "other processes used 50% of the CPUs" in st.why
+    d = perfstats.decide(cur, base, 0.10, stable=st)
+    assert d.verdict is Verdict.INCONCLUSIVE and d.why.startswith("unstable measurement")
+    assert perfstats.stability(cur, load=0.05).stable  # the harness's own threads are not "others"
 
 
 def test_a_faster_canary_does_not_make_a_fail():
@@ -48,11 +48,21 @@ def test_a_faster_canary_does_not_make_a_fail():
     assert d.verdict is Verdict.PASS and d.normalised_ratio < 0.9
 
 
-def test_engine_slowdown_is_not_hidden_by_the_canary():
+@pytest.mark.parametrize("canary_now", [500, 250, 1000])
+def test_the_canary_never_vetoes_a_real_slowdown(canary_now):
+    """1.15x slower, the machine quiet: FAIL whatever the canary did. On the AVX2-only EPYC its rate moved
+    2x between recording and judging with the engine unchanged, and as a veto it hid real regressions."""
     base, base_canary = series(100, seed=1), series(500, seed=2)
-    cur, cur_canary = series(100 / 1.4, seed=3), series(500, seed=4)  # the machine as fast as before
+    cur, cur_canary = series(100 / 1.15, seed=3), series(canary_now, seed=4)
     d = perfstats.decide(cur, base, 0.10, cur_canary, base_canary)
-    assert d.verdict is Verdict.FAIL
+    assert d.verdict is Verdict.FAIL, d.why
+    assert d.canary_ratio == pytest.approx(canary_now / 500, rel=0.03) and "reported only" in d.why
+
+
+def test_a_three_percent_slowdown_never_fails():
+    for seed in range(20):
+        d = perfstats.decide(series(100 / 1.03, seed=seed), series(100, seed=100 + seed), 0.10)
+        assert d.verdict is Verdict.PASS, d.why
 
 
 def test_two_levels_are_unstable_and_inconclusive():
@@ -61,9 +71,6 @@ def test_two_levels_are_unstable_and_inconclusive():
     assert not st.stable and "two levels" in st.why
     d = perfstats.decide(cur, series(100, seed=3), 0.10, stable=st)
     assert d.verdict is Verdict.INCONCLUSIVE and d.why.startswith("unstable measurement")
-    # the same two levels on the canary too: normalised, the series is steady
-    canary = np.concatenate([series(500, n=30, seed=4), series(400, n=30, seed=5)])
-    assert perfstats.stability(cur, canary).stable
 
 
 def test_steady_series_is_stable_and_too_short_is_not():
