@@ -33,7 +33,7 @@ AUC_MARGIN = 0.001
 PRECISION_MARGINS = {"fp32": (ACCURACY_MARGIN, AUC_MARGIN), "tf32": (ACCURACY_MARGIN, AUC_MARGIN),
                      "fp16": (ACCURACY_MARGIN, AUC_MARGIN), "bf16": (ACCURACY_MARGIN, AUC_MARGIN),
                      "int8": (ACCURACY_MARGIN + 0.003, AUC_MARGIN + 0.001)}
-DEFAULT_PERF_TOLERANCE = 0.10  # judged on the canary-normalised ratio's confidence interval (perfstats)
+DEFAULT_PERF_TOLERANCE = 0.10  # judged on the raw ratio's confidence interval (perfstats)
 
 
 def shipped_folder() -> Path:

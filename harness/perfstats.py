@@ -18,12 +18,10 @@ compare.py, in three parts:
    otherwise INCONCLUSIVE (the interval straddles the floor).
 
 The canary (a fixed GEMM before each block, CPU engines) is measured and reported beside the raw
-ratio, never judged: it does not track the engine. Measured on the AVX2-only EPYC (family 23), its
-rate moved 2x between recording and judging on a quiet machine while the engine moved 7%, so as a
-witness that could veto a FAIL it vetoed real 1.15x regressions; with one core busy the 2-thread
-engine ran at 0.50x while the canary ran at anything from 0.1x to 1x (``benchmarks/perf_verdicts.py``
-prints how well it tracks the engine on the machine at hand). What the canary was meant to catch, a
-machine shared meanwhile, is caught directly: other processes' CPU time and steal time
+ratio, never judged. Reported on the AVX2-only EPYC (family 23): its rate moved 2x between recording
+and judging on a quiet machine while the engine moved 7%, and with one core busy the 2-thread engine
+ran at 0.50x while the canary ran at anything from 0.1x to 1x; a witness that far from the engine
+cannot be allowed to veto a FAIL. What the canary was meant to catch, a machine shared meanwhile, is caught directly: other processes' CPU time and steal time
 (``LoadMonitor``) make the measurement unstable, hence INCONCLUSIVE, never FAIL.
 """
 from __future__ import annotations
