@@ -59,11 +59,16 @@ def test_throughput(facenet_engine, facenet_gate, facenet_lfw, facenet_store, ca
 
 
 class Slowed(Engine):
-    """The same engine with its inference made ``factor`` times slower (it waits after each batch for
-    (factor - 1) times what the batch took), nothing else changed: same identity, same stack."""
+    """The same engine with its inference made ``factor`` times slower, nothing else changed: same
+    identity, same stack. After each batch it adds (factor - 1) times what the batch took, either busy on
+    the CPU (``mode="spin"``, the default: what a driver that costs more host work does) or asleep
+    (``mode="sleep"``: what waiting on a device does; on a CPU engine the runtime's worker threads park
+    meanwhile and wake up late, so the slowdown comes out larger than asked)."""
 
-    def __init__(self, inner: Engine, factor: float):
-        self.inner, self.factor = inner, factor
+    def __init__(self, inner: Engine, factor: float, mode: str = "spin"):
+        if mode not in ("spin", "sleep"):
+            raise ValueError(f"mode {mode!r}: 'spin' or 'sleep'")
+        self.inner, self.factor, self.mode = inner, factor, mode
         self.name, self.precisions, self.device_kind = inner.name, inner.precisions, inner.device_kind
         super().__init__(inner.model, inner.precision, inner.context)
         self.settings = dict(inner.settings)  # the same configuration: the same perf identity
@@ -71,7 +76,13 @@ class Slowed(Engine):
     def _run(self, batch):
         start = time.perf_counter()
         out = self.inner.run(batch)
-        time.sleep((self.factor - 1) * (time.perf_counter() - start))
+        extra = (self.factor - 1) * (time.perf_counter() - start)
+        if self.mode == "sleep":
+            time.sleep(extra)
+        else:
+            end = time.perf_counter() + extra
+            while time.perf_counter() < end:
+                pass
         return out
 
     def describe(self):
