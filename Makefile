@@ -15,13 +15,13 @@ endif
 PYTEST_ARGS ?=
 GATE_ARGS ?=
 
-.PHONY: install gate test accuracy perf perf-baseline clean
+.PHONY: install gate test lint accuracy perf perf-baseline clean
 install: $(VENV)/.installed
 
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[export,test,passes]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[export,test,passes,lint]'
 	touch $@
 
 gate: install
@@ -30,6 +30,14 @@ gate: install
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The code's own checks: ruff (lint + format), mypy, and the import-linter layers contract (pyproject.toml)
+LINT_PATHS := harness tests benchmarks tools conftest.py
+lint: install
+	$(BIN)/ruff check $(LINT_PATHS)
+	$(BIN)/ruff format --check $(LINT_PATHS)
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 accuracy: install
 	$(BIN)/python -m pytest -m accuracy $(PYTEST_ARGS)
@@ -45,4 +53,4 @@ perf-baseline: install
 	  --facenet-save-perf-baseline "make perf-baseline on $$(hostname), $$(date -u +%F)" $(PYTEST_ARGS)
 
 clean:
-	rm -rf $(VENV) reports .pytest_cache .benchmarks .hypothesis
+	rm -rf $(VENV) reports .pytest_cache .benchmarks .hypothesis .mypy_cache .ruff_cache

@@ -5,6 +5,7 @@ facenet-harness pytest plugin (``harness/pytest_plugin.py``), exactly as in an S
 Only what is particular to this checkout is here: the default dataset (``../shared`` beside the
 checkout, as the Makefile sets it) and a few fixtures of the harness's own tests.
 """
+
 from __future__ import annotations
 
 import os
@@ -17,13 +18,16 @@ SHARED = Path(__file__).resolve().parent.parent / "shared"
 
 def pytest_configure(config):
     if not os.environ.get("LFW_DIR") and not config.getoption("lfw_dir") and (SHARED / "lfw").is_dir():
-        os.environ.update(LFW_DIR=str(SHARED / "lfw"), LFW_PAIRS=str(SHARED / "lfw_pairs.txt"),
-                          LFW_BOXES=str(SHARED / "lfw_mtcnn_boxes.tsv"))
+        os.environ.update(
+            LFW_DIR=str(SHARED / "lfw"),
+            LFW_PAIRS=str(SHARED / "lfw_pairs.txt"),
+            LFW_BOXES=str(SHARED / "lfw_mtcnn_boxes.tsv"),
+        )
 
 
 @pytest.fixture(scope="session")
 def cache_dir() -> Path:
-    from harness import cache
+    from harness.store import cache
 
     return cache.cache_root()
 
@@ -32,7 +36,7 @@ def cache_dir() -> Path:
 def prepared(cache_dir, facenet_unavailable):
     """Both exports of the pinned model (dynamic batch and static batch 64)."""
     from harness import model
-    from harness.errors import HarnessError
+    from harness.core.errors import HarnessError
 
     try:
         return model.prepare(cache_dir)

@@ -6,6 +6,7 @@ cores, best of several runs. FaceNet's achieved rate is images/s (``facenet-harn
 compute-b64) times its multiply-accumulates per image counted from the ONNX graph.
 Usage: ``.venv/bin/python benchmarks/cpu_peak.py [--fp32-fps F --int8-fps F]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -19,7 +20,8 @@ import onnx
 import onnxruntime as ort
 from onnx import TensorProto, helper
 
-from harness import cache, model
+from harness import model
+from harness.store import cache
 
 N = 1024
 
@@ -55,7 +57,7 @@ def peak_gmacs(integer: bool, repeats: int = 20) -> float:
         start = time.perf_counter()
         sess.run(None, feed)
         best = min(best, time.perf_counter() - start)
-    return N ** 3 / best / 1e9
+    return N**3 / best / 1e9
 
 
 def main() -> None:

@@ -17,6 +17,7 @@ is checked. Embeddings are saved beside the JSON; scoring needs scipy and scikit
 OpenCV (the harness's comparison module): where they are missing the run says so, and
 ``--score PACK RESULT_DIR`` scores the saved embeddings here.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,15 +34,24 @@ sys.path.insert(0, str(ROOT))
 PRECISIONS = ("fp32", "tf32", "fp16", "bf16")
 BLOCKS = 8
 # Dense (no sparsity) fp16 tensor-core peak, FLOP/s, from the vendors' data sheets; matched by name.
-FP16_TENSOR_PEAK = {"H200": 989.5e12, "H100 SXM": 989.5e12, "H100 80GB HBM3": 989.5e12, "H100 PCIe": 756.0e12,
-                    "A100": 312.0e12, "L40S": 362.05e12, "V100": 125.0e12}
+FP16_TENSOR_PEAK = {
+    "H200": 989.5e12,
+    "H100 SXM": 989.5e12,
+    "H100 80GB HBM3": 989.5e12,
+    "H100 PCIe": 756.0e12,
+    "A100": 312.0e12,
+    "L40S": 362.05e12,
+    "V100": 125.0e12,
+}
 
 
 def need(*modules: str) -> None:
     missing = [m for m in modules if importlib.util.find_spec(m) is None]
     if missing:
-        sys.exit(f"gpu_check: missing Python package(s) {', '.join(missing)}; install them into this environment "
-                 "(the GPU run needs torch, numpy and onnx).")
+        sys.exit(
+            f"gpu_check: missing Python package(s) {', '.join(missing)}; install them into this environment "
+            "(the GPU run needs torch, numpy and onnx)."
+        )
 
 
 def peak_for(name: str) -> tuple[float | None, str]:
@@ -53,14 +63,19 @@ def peak_for(name: str) -> tuple[float | None, str]:
 
 # --- pack (here) -----------------------------------------------------------------------------------
 
+
 def pack(dest: Path, limit: int | None, cache_dir=None) -> dict:
     import numpy as np
 
-    from harness import accuracy, cache, data, model, weights
-    from harness.baselines import BaselineStore
-    from harness.data import Dataset
+    from harness import model
+    from harness.checks import accuracy
     from harness.gate import Gate
-    from harness.tfgraph import read_constants
+    from harness.lfw import data
+    from harness.lfw.data import Dataset
+    from harness.model import weights
+    from harness.model.tfgraph import read_constants
+    from harness.store import cache
+    from harness.store.baselines import BaselineStore
 
     lfw_dir, pairs, boxes = data.locate(ROOT.parent / "shared")
     if not lfw_dir or not pairs:
@@ -102,18 +117,31 @@ def pack(dest: Path, limit: int | None, cache_dir=None) -> dict:
         else:
             ref, _ = gate.embeddings(gate.reference_engine)
         np.save(dest / "reference_lfw.npy", np.asarray(ref, np.float32) if limit else ref[images])
-        np.savez(dest / "pairs.npz", first=np.array([where[i] for i in firsts]),
-                 second=np.array([where[i] for i in seconds]),
-                 issame=np.array([pairs_[p].same for p in chosen]), folds=folds)
+        np.savez(
+            dest / "pairs.npz",
+            first=np.array([where[i] for i in firsts]),
+            second=np.array([where[i] for i in seconds]),
+            issame=np.array([pairs_[p].same for p in chosen]),
+            folds=folds,
+        )
     consts = read_constants(weights.frozen_graph(root))
     np.savez(dest / "weights.npz", **consts)
     tol = store.tolerances()
-    meta = {"model_sha256": reference.sha256, "dataset_digest": ds.digest, "limit": limit,
-            "probe_source": source, "probe_images": len(probe), "lfw_images": len(images), "pairs": len(chosen),
-            "preprocessing": data.PREPROCESSING, "tolerances": tol["precisions"],
-            "accuracy_delta": tol["accuracy_delta"], "gates": (store.accuracy_entry(ds.digest) or {}).get("gates"),
-            "gmac_per_image": model.count_macs(reference.path)["total"] / 1e9,
-            "weights_sha256": cache.sha256_file(dest / "weights.npz")}
+    meta = {
+        "model_sha256": reference.sha256,
+        "dataset_digest": ds.digest,
+        "limit": limit,
+        "probe_source": source,
+        "probe_images": len(probe),
+        "lfw_images": len(images),
+        "pairs": len(chosen),
+        "preprocessing": data.PREPROCESSING,
+        "tolerances": tol["precisions"],
+        "accuracy_delta": tol["accuracy_delta"],
+        "gates": (store.accuracy_entry(ds.digest) or {}).get("gates"),
+        "gmac_per_image": model.count_macs(reference.path)["total"] / 1e9,
+        "weights_sha256": cache.sha256_file(dest / "weights.npz"),
+    }
     (dest / "meta.json").write_text(json.dumps(meta, indent=2))
     size = sum(p.stat().st_size for p in dest.iterdir()) / 2**20
     print(f"packed {dest}: {len(probe)} probe images, {len(images)} LFW images, {len(chosen)} pairs, {size:.0f} MiB")
@@ -122,9 +150,10 @@ def pack(dest: Path, limit: int | None, cache_dir=None) -> dict:
 
 # --- run (the GPU machine) ---------------------------------------------------------------------------
 
+
 def _normaliser(meta):
     """uint8 NCHW -> float32 ``(x - mean) / scale`` with the pack's constants: the arithmetic of
-    ``harness.data.normalize_chw`` (bit-identical; a test checks it), so the GPU machine needs no OpenCV."""
+    ``harness.lfw.data.normalize_chw`` (bit-identical; a test checks it), so the GPU machine needs no OpenCV."""
     import numpy as np
 
     mean, scale = np.float32(meta["preprocessing"]["mean"]), np.float32(1.0 / meta["preprocessing"]["scale"])
@@ -134,13 +163,14 @@ def _normaliser(meta):
         np.subtract(u8, mean, out=out, dtype=np.float32)
         out *= scale
         return out
+
     return f
 
 
 def embed_all(engine, crops, norm, batch=64):
     import numpy as np
 
-    return np.concatenate([engine.run(norm(crops[i:i + batch])) for i in range(0, len(crops), batch)])
+    return np.concatenate([engine.run(norm(crops[i : i + batch])) for i in range(0, len(crops), batch)])
 
 
 def throughput(engine, crops, norm, seconds: float, batch: int = 64) -> dict:
@@ -166,31 +196,41 @@ def throughput(engine, crops, norm, seconds: float, batch: int = 64) -> dict:
         wall.append(time.perf_counter() - w0)
         blocks.append(batch * per_block / (ms / 1e3))
     blocks = np.array(blocks)
-    return {"case": f"compute-b{batch}", "fps": float(np.median(blocks)), "fps_blocks": blocks.round(1).tolist(),
-            "cv": float(np.std(blocks) / np.mean(blocks)), "executions": per_block * BLOCKS,
-            "fps_wall": float(batch * per_block * BLOCKS / sum(wall)), "timed_by": "CUDA events" if engine.cuda
-            else "perf_counter (CPU)"}
+    return {
+        "case": f"compute-b{batch}",
+        "fps": float(np.median(blocks)),
+        "fps_blocks": blocks.round(1).tolist(),
+        "cv": float(np.std(blocks) / np.mean(blocks)),
+        "executions": per_block * BLOCKS,
+        "fps_wall": float(batch * per_block * BLOCKS / sum(wall)),
+        "timed_by": "CUDA events" if engine.cuda else "perf_counter (CPU)",
+    }
 
 
 def conformance(golden, cand, tol: dict) -> dict:
     import numpy as np
 
     try:
-        from harness import compare
+        from harness.checks import conformance
     except ImportError as e:
-        return {"scored": False, "why": f"harness.compare needs {e.name}: score later with --score"}
-    c = compare.compare(golden, cand, [str(i) for i in range(len(cand))], compare.Tolerance.from_dict(tol))
+        return {"scored": False, "why": f"harness.checks.conformance needs {e.name}: score later with --score"}
+    c = conformance.compare(golden, cand, [str(i) for i in range(len(cand))], conformance.Tolerance.from_dict(tol))
     s = c.stats
-    return {"scored": True, "verdict": "PASS" if c.passed else "FAIL", "failures": c.failures, "tolerance": tol,
-            **{k: s[k] for k in ("min_cosine", "mean_cosine", "max_abs", "mean_abs", "element_failures")},
-            "min_cosine_vs_fp32_golden_1_minus": float(1 - np.min(c.cosine))}
+    return {
+        "scored": True,
+        "verdict": "PASS" if c.passed else "FAIL",
+        "failures": c.failures,
+        "tolerance": tol,
+        **{k: s[k] for k in ("min_cosine", "mean_cosine", "max_abs", "mean_abs", "element_failures")},
+        "min_cosine_vs_fp32_golden_1_minus": float(1 - np.min(c.cosine)),
+    }
 
 
 def lfw(emb, ref, pairs, meta, precision) -> dict:
     try:
-        from harness import metrics
+        from harness.lfw import metrics
     except ImportError as e:
-        return {"scored": False, "why": f"harness.metrics needs {e.name}: score later with --score"}
+        return {"scored": False, "why": f"harness.lfw.metrics needs {e.name}: score later with --score"}
 
     def ev(e):
         d = metrics.distances(e[pairs["first"]], e[pairs["second"]])
@@ -198,14 +238,24 @@ def lfw(emb, ref, pairs, meta, precision) -> dict:
 
     d, got = ev(emb)
     d_ref, r = ev(ref)
-    out = {"scored": True, "pairs": int(len(d)), "accuracy_mean": got.accuracy_mean, "accuracy_std": got.accuracy_std,
-           "auc": got.auc, "reference_accuracy": r.accuracy_mean, "accuracy_delta": got.accuracy_mean - r.accuracy_mean,
-           "flipped_vs_reference": int(len(metrics.flips(d, d_ref, got.fold_thresholds, int(pairs["folds"]))[0]))}
+    out = {
+        "scored": True,
+        "pairs": int(len(d)),
+        "accuracy_mean": got.accuracy_mean,
+        "accuracy_std": got.accuracy_std,
+        "auc": got.auc,
+        "reference_accuracy": r.accuracy_mean,
+        "accuracy_delta": got.accuracy_mean - r.accuracy_mean,
+        "flipped_vs_reference": int(len(metrics.flips(d, d_ref, got.fold_thresholds, int(pairs["folds"]))[0])),
+    }
     gate = (meta.get("gates") or {}).get(precision)
     if gate and not meta.get("limit"):
         delta = meta["accuracy_delta"].get(precision)
-        ok = got.accuracy_mean >= gate["accuracy_min"] and got.auc >= gate["auc_min"] and \
-            (delta is None or abs(out["accuracy_delta"]) <= delta)
+        ok = (
+            got.accuracy_mean >= gate["accuracy_min"]
+            and got.auc >= gate["auc_min"]
+            and (delta is None or abs(out["accuracy_delta"]) <= delta)
+        )
         out.update(gate=gate, max_delta=delta, verdict="PASS" if ok else "FAIL")
     else:
         out["verdict"] = "NO BASELINE (a --limit subset)" if meta.get("limit") else "NO BASELINE"
@@ -217,10 +267,10 @@ def run(folder: Path, device: str, precisions, seconds: float, out_dir: Path, pe
     import numpy as np
     import torch
 
-    from harness.cache import sha256_file
     from harness.engines import torch as torch_engine
-    from harness.inception_resnet_v1 import InceptionResnetV1
     from harness.model import ModelInfo
+    from harness.model.network import InceptionResnetV1
+    from harness.store.cache import sha256_file
 
     meta = json.loads((folder / "meta.json").read_text())
     if sha256_file(folder / "weights.npz") != meta["weights_sha256"]:
@@ -234,8 +284,14 @@ def run(folder: Path, device: str, precisions, seconds: float, out_dir: Path, pe
     pairs = dict(np.load(folder / "pairs.npz"))
     norm = _normaliser(meta)
     info = ModelInfo(folder / "weights.npz", meta["model_sha256"], "input", "embeddings", None, None, None, True)
-    report = {"torch": torch.__version__, "cuda": torch.version.cuda, "pack": str(folder), "limit": meta["limit"],
-              "pytorch_default_tf32_flags": list(map(str, default_flags)), "precisions": {}}
+    report = {
+        "torch": torch.__version__,
+        "cuda": torch.version.cuda,
+        "pack": str(folder),
+        "limit": meta["limit"],
+        "pytorch_default_tf32_flags": list(map(str, default_flags)),
+        "precisions": {},
+    }
     embeddings = {}
     for p in precisions:
         avail = torch_engine.precision_availability(p, device)
@@ -263,16 +319,24 @@ def run(folder: Path, device: str, precisions, seconds: float, out_dir: Path, pe
         cos = np.sum(a * b, axis=1) / (np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1))
         f32, t32 = (report["precisions"][k]["conformance"] for k in ("fp32", "tf32"))
         report["tf32_vs_fp32"] = {
-            "max_abs": float(np.abs(a - b).max()), "min_cosine": float(cos.min()), "mean_cosine": float(cos.mean()),
-            "fp32_min_cosine_vs_golden": f32.get("min_cosine"), "tf32_min_cosine_vs_golden": t32.get("min_cosine"),
-            "note": "PyTorch's defaults allow TF32 in cuDNN convolutions; an 'fp32' run with them is a tf32 run"}
+            "max_abs": float(np.abs(a - b).max()),
+            "min_cosine": float(cos.min()),
+            "mean_cosine": float(cos.mean()),
+            "fp32_min_cosine_vs_golden": f32.get("min_cosine"),
+            "tf32_min_cosine_vs_golden": t32.get("min_cosine"),
+            "note": "PyTorch's defaults allow TF32 in cuDNN convolutions; an 'fp32' run with them is a tf32 run",
+        }
     fp16 = report["precisions"].get("fp16", {}).get("perf")
     if fp16 and report.get("device", {}).get("name"):
         peak, source = peak_for(report["device"]["name"])
         achieved = fp16["fps"] * meta["gmac_per_image"] * 2e9
-        report["fp16_peak"] = {"gmac_per_image": meta["gmac_per_image"], "achieved_tflops": achieved / 1e12,
-                               "peak_tflops": peak / 1e12 if peak else None,
-                               "fraction": achieved / peak if peak else None, "peak_source": source}
+        report["fp16_peak"] = {
+            "gmac_per_image": meta["gmac_per_image"],
+            "achieved_tflops": achieved / 1e12,
+            "peak_tflops": peak / 1e12 if peak else None,
+            "fraction": achieved / peak if peak else None,
+            "peak_source": source,
+        }
     (out_dir / "gpu_check.json").write_text(json.dumps(report, indent=2))
     return report
 
@@ -287,8 +351,11 @@ def score(folder: Path, results: Path) -> dict:
     out = {}
     for p in PRECISIONS:
         if (results / f"probe-{p}.npy").is_file():
-            out[p] = {"conformance": conformance(golden, np.load(results / f"probe-{p}.npy"),
-                                                 meta["tolerances"].get(p, meta["tolerances"]["fp16"]))}
+            out[p] = {
+                "conformance": conformance(
+                    golden, np.load(results / f"probe-{p}.npy"), meta["tolerances"].get(p, meta["tolerances"]["fp16"])
+                )
+            }
         if (results / f"lfw-{p}.npy").is_file():
             out.setdefault(p, {})["lfw"] = lfw(np.load(results / f"lfw-{p}.npy"), ref, pairs, meta, p)
     return out
@@ -310,8 +377,9 @@ def main(argv=None) -> int:
     if args.pack:
         pack(args.pack, args.limit)
     elif args.run:
-        report = run(args.run, args.device, [p for p in args.precisions.split(",") if p], args.seconds, args.out,
-                     args.perf_batch)
+        report = run(
+            args.run, args.device, [p for p in args.precisions.split(",") if p], args.seconds, args.out, args.perf_batch
+        )
         print(json.dumps({k: v for k, v in report.items() if k != "engine"}, indent=2))
     else:
         print(json.dumps(score(*args.score), indent=2))

@@ -11,15 +11,18 @@ Usage (from the repository root, after ``make install``):
 
     .venv/bin/python benchmarks/lfw_pass.py --backend onnxruntime --precision int8 --images 0   # 0 = all
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import time
 
-from harness import accuracy, cache, engines, model
-from harness.data import Dataset, locate
+from harness import engines, model
+from harness.checks import accuracy
 from harness.engines import EngineContext
+from harness.lfw.data import Dataset, locate
+from harness.store import cache
 
 
 def main() -> None:
@@ -48,8 +51,12 @@ def main() -> None:
         for name, ds in (("decode", decoded), ("cached", cached)):
             t: dict = {}
             accuracy.embed(engine, ds, args.batch_size, indices=range(n), timing=t)
-            rows[name] = {"images": n, "seconds": round(t["seconds"], 3), "engine_seconds": round(t["engine_seconds"], 3),
-                          "outside_engine_fraction": round(1 - t["engine_seconds"] / t["seconds"], 4)}
+            rows[name] = {
+                "images": n,
+                "seconds": round(t["seconds"], 3),
+                "engine_seconds": round(t["engine_seconds"], 3),
+                "outside_engine_fraction": round(1 - t["engine_seconds"] / t["seconds"], 4),
+            }
     print(json.dumps({"engine": f"{args.backend} {args.precision}", "batch_size": args.batch_size, **rows}, indent=2))
 
 

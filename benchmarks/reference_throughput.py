@@ -9,18 +9,21 @@ Prints images/second and the ratios to ``bare``. Usage (from the repository root
 
     .venv/bin/python benchmarks/reference_throughput.py --images 1280     # 0 = all 7,701 images
 """
+
 from __future__ import annotations
 
 import argparse
 import json
 import time
+from pathlib import Path
 
 import numpy as np
 
-from pathlib import Path
-
-from harness import accuracy, cache, data, engines, model
-from harness.data import Dataset
+from harness import engines, model
+from harness.checks import accuracy
+from harness.lfw import data
+from harness.lfw.data import Dataset
+from harness.store import cache
 
 
 def timed(fn) -> float:
@@ -41,7 +44,7 @@ def main() -> None:
     dataset = Dataset(*data.locate(Path(__file__).resolve().parents[2] / "shared"))
     n = args.images or len(dataset.keys)
     indices = list(range(n))
-    batches = [dataset.batch(indices[i:i + args.batch_size]) for i in range(0, n, args.batch_size)]
+    batches = [dataset.batch(indices[i : i + args.batch_size]) for i in range(0, n, args.batch_size)]
     engine = engines.create("onnxruntime", info, "fp32")
     session = engine.session
     feed = info.input_name
@@ -56,14 +59,19 @@ def main() -> None:
     seconds = {name: [] for name in runs}
     names = list(runs)
     for r in range(args.repeats):  # rotate the order so drift (clock, cache) hits every variant alike
-        for name in names[r % 3:] + names[:r % 3]:
+        for name in names[r % 3 :] + names[: r % 3]:
             seconds[name].append(timed(runs[name]))
     median = {name: float(np.median(t)) for name, t in seconds.items()}
-    result = {"images": n, "batch_size": args.batch_size, "repeats": args.repeats,
-              "onnxruntime": engine.describe()["version"], "cpu": engine.describe()["device"],
-              "images_per_second": {name: n / t for name, t in median.items()},
-              "spread_percent": {name: 100 * float(np.std(t) / np.mean(t)) for name, t in seconds.items()},
-              "ratio_to_bare": {name: median["bare"] / median[name] for name in ("harness", "pipeline")}}
+    result = {
+        "images": n,
+        "batch_size": args.batch_size,
+        "repeats": args.repeats,
+        "onnxruntime": engine.describe()["version"],
+        "cpu": engine.describe()["device"],
+        "images_per_second": {name: n / t for name, t in median.items()},
+        "spread_percent": {name: 100 * float(np.std(t) / np.mean(t)) for name, t in seconds.items()},
+        "ratio_to_bare": {name: median["bare"] / median[name] for name in ("harness", "pipeline")},
+    }
     print(json.dumps(result, indent=2))
 
 

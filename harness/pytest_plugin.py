@@ -18,12 +18,15 @@ return typed results), ``facenet_engines`` (a factory for other engines), ``face
 baselines) and ``facenet_unavailable`` (skip, or fail under ``--facenet-strict``).
 Nothing heavy is imported until a fixture is used.
 """
+
 from __future__ import annotations
 
 import os
 from typing import NamedTuple
 
 import pytest
+
+from harness import report  # noqa: F401 - installs the text renderer: a failing assert shows the result explained
 
 STRICT_ENV = "FACENET_HARNESS_STRICT"
 MARKERS = (
@@ -45,25 +48,45 @@ class EngineParam(NamedTuple):
 
 def pytest_addoption(parser):
     g = parser.getgroup("facenet", "facenet-harness: FaceNet engine conformance, accuracy and throughput gate")
-    g.addoption("--facenet-backend", help="engine(s) under test, comma-separated (default: every registered "
-                                          "engine; those that cannot run here skip with the reason)")
+    g.addoption(
+        "--facenet-backend",
+        help="engine(s) under test, comma-separated (default: every registered "
+        "engine; those that cannot run here skip with the reason)",
+    )
     g.addoption("--facenet-precision", help="precision(s) under test, comma-separated (default: all an engine offers)")
-    g.addoption("--facenet-onnx", help="FaceNet ONNX the engines under test are built from (default: the pinned export)")
+    g.addoption(
+        "--facenet-onnx", help="FaceNet ONNX the engines under test are built from (default: the pinned export)"
+    )
     g.addoption("--facenet-reference-onnx", help="FaceNet ONNX of the FP32 reference (default: the pinned export)")
-    g.addoption("--facenet-engine-option", action="append", default=[], metavar="NAME=VALUE",
-                help="an option the engine under test declares; repeatable")
+    g.addoption(
+        "--facenet-engine-option",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="an option the engine under test declares; repeatable",
+    )
     g.addoption("--facenet-batch-size", type=int, default=64, help="images per inference batch (default 64)")
     g.addoption("--lfw-dir", help="LFW images (default $LFW_DIR)")
     g.addoption("--lfw-pairs", help="LFW pairs.txt (default $LFW_PAIRS)")
     g.addoption("--lfw-boxes", help="face-box TSV for raw LFW images (default $LFW_BOXES)")
-    g.addoption("--facenet-baselines", help="your baselines folder, read over the shipped ones and written by "
-                                            "--save-baseline (default $FACENET_HARNESS_BASELINES)")
-    g.addoption("--facenet-save-perf-baseline", metavar="DESCRIPTION",
-                help="record the perf cases measured in this run as the baselines of their identity (in your "
-                     "baselines folder; in a source checkout, its baselines/)")
+    g.addoption(
+        "--facenet-baselines",
+        help="your baselines folder, read over the shipped ones and written by "
+        "--save-baseline (default $FACENET_HARNESS_BASELINES)",
+    )
+    g.addoption(
+        "--facenet-save-perf-baseline",
+        metavar="DESCRIPTION",
+        help="record the perf cases measured in this run as the baselines of their identity (in your "
+        "baselines folder; in a source checkout, its baselines/)",
+    )
     g.addoption("--facenet-cache", help="artifact cache (default $FACENET_HARNESS_CACHE or ~/.cache/facenet-harness)")
-    g.addoption("--facenet-strict", action="store_true", default=None,
-                help=f"missing data or model fails instead of skipping (also {STRICT_ENV}=1; CI sets it)")
+    g.addoption(
+        "--facenet-strict",
+        action="store_true",
+        default=None,
+        help=f"missing data or model fails instead of skipping (also {STRICT_ENV}=1; CI sets it)",
+    )
 
 
 def pytest_configure(config):
@@ -81,17 +104,19 @@ def pytest_unconfigure(config):
 
 
 def pytest_report_header(config):
-    from . import environment
+    from harness.store import environment
 
     s = config.stash[_SESSION]
-    return [f"facenet-harness: {environment.one_line()}; cache {s.cache_dir}; baselines {s.store.describe()}; "
-            f"strict {s.strict}"]
+    return [
+        f"facenet-harness: {environment.one_line()}; cache {s.cache_dir}; baselines {s.store.describe()}; "
+        f"strict {s.strict}"
+    ]
 
 
 @pytest.hookimpl(optionalhook=True)
 def pytest_benchmark_update_machine_info(config, machine_info):
     """The device fingerprint in pytest-benchmark's machine info (saved runs and comparisons)."""
-    from . import environment
+    from harness.store import environment
 
     machine_info["facenet_harness"] = environment.fingerprint()
 
@@ -122,8 +147,8 @@ class FacenetSession:
         chosen = self._list("facenet_backend")
         if not chosen:
             return
-        from . import engines
-        from .errors import HarnessError
+        from harness import engines
+        from harness.core.errors import HarnessError
 
         try:
             known = engines.entries()
@@ -141,8 +166,10 @@ class FacenetSession:
                 except HarnessError:
                     continue
             if offered and not set(precisions) & offered:
-                raise pytest.UsageError(f"--facenet-precision {','.join(precisions)}: none is offered by "
-                                        f"{', '.join(chosen)} (they offer {', '.join(sorted(offered))})")
+                raise pytest.UsageError(
+                    f"--facenet-precision {','.join(precisions)}: none is offered by "
+                    f"{', '.join(chosen)} (they offer {', '.join(sorted(offered))})"
+                )
 
     def _list(self, name: str) -> list[str] | None:
         value = self.config.getoption(name)
@@ -150,13 +177,13 @@ class FacenetSession:
 
     @property
     def cache_dir(self):
-        from . import cache
+        from harness.store import cache
 
         return cache.cache_root(self._cache)
 
     @property
     def store(self):
-        from .baselines import BaselineStore
+        from harness.store.baselines import BaselineStore
 
         if self._store is None:
             self._store = BaselineStore(self._baselines)
@@ -170,8 +197,8 @@ class FacenetSession:
 
     def engine_params(self, backends=None, precisions=None, exclude_reference=False) -> list:
         """pytest params for each selected (backend, precision); those this machine cannot run skip with why."""
-        from . import engines
-        from .errors import HarnessError
+        from harness import engines
+        from harness.core.errors import HarnessError
 
         chosen_backends = self._list("facenet_backend")
         chosen_precisions = self._list("facenet_precision")
@@ -186,7 +213,11 @@ class FacenetSession:
             for prec in item.precisions or ("-",):
                 if (chosen_precisions and prec not in chosen_precisions) or (precisions and prec not in precisions):
                     continue
-                if exclude_reference and (name, prec) == ("onnxruntime", "fp32") and not self.config.getoption("facenet_onnx"):
+                if (
+                    exclude_reference
+                    and (name, prec) == ("onnxruntime", "fp32")
+                    and not self.config.getoption("facenet_onnx")
+                ):
                     continue
                 # an engine that cannot run here skips; one named on the command line fails under strict
                 explicit = self.strict and chosen_backends and name in chosen_backends
@@ -194,13 +225,18 @@ class FacenetSession:
                 param = EngineParam(name, prec)
                 out.append(pytest.param(param, marks=marks, id=str(param)))
         if not out:  # this test's own selection leaves nothing here: one visible skip, not an error
-            out.append(pytest.param(EngineParam("none", "-"), id="no-engine-selected", marks=[pytest.mark.skip(
-                reason="no selected engine x precision matches this test's selection")]))
+            out.append(
+                pytest.param(
+                    EngineParam("none", "-"),
+                    id="no-engine-selected",
+                    marks=[pytest.mark.skip(reason="no selected engine x precision matches this test's selection")],
+                )
+            )
         return out
 
     def dataset(self):
-        from .data import Dataset
-        from .errors import HarnessError
+        from harness.core.errors import HarnessError
+        from harness.lfw.data import Dataset
 
         if self._dataset is None:
             opt = self.config.getoption
@@ -208,8 +244,10 @@ class FacenetSession:
             pairs = opt("lfw_pairs") or os.environ.get("LFW_PAIRS")
             boxes = opt("lfw_boxes") or os.environ.get("LFW_BOXES") or None
             if not images or not pairs:
-                self.unavailable("no LFW data: pass --lfw-dir/--lfw-pairs (and --lfw-boxes for raw images) "
-                                 "or set LFW_DIR/LFW_PAIRS/LFW_BOXES")
+                self.unavailable(
+                    "no LFW data: pass --lfw-dir/--lfw-pairs (and --lfw-boxes for raw images) "
+                    "or set LFW_DIR/LFW_PAIRS/LFW_BOXES"
+                )
             try:
                 self._dataset = Dataset(images, pairs, boxes)
             except HarnessError as e:
@@ -217,8 +255,8 @@ class FacenetSession:
         return self._dataset
 
     def reference_model(self):
-        from . import model
-        from .errors import HarnessError
+        from harness import model
+        from harness.core.errors import HarnessError
 
         if self._reference is None:
             path = self.config.getoption("facenet_reference_onnx")
@@ -229,7 +267,7 @@ class FacenetSession:
         return self._reference
 
     def model(self):
-        from . import model
+        from harness import model
 
         if self._model is None:
             path = self.config.getoption("facenet_onnx")
@@ -237,16 +275,22 @@ class FacenetSession:
         return self._model
 
     def gate(self):
-        from .gate import Gate
+        from harness.gate import Gate
 
         if self._gate is None:
-            self._gate = Gate(self.dataset(), self.reference_model(), store=self.store, cache_dir=self.cache_dir,
-                              batch_size=self.config.getoption("facenet_batch_size"), progress=False)
+            self._gate = Gate(
+                self.dataset(),
+                self.reference_model(),
+                store=self.store,
+                cache_dir=self.cache_dir,
+                batch_size=self.config.getoption("facenet_batch_size"),
+                progress=False,
+            )
         return self._gate
 
     def engine_options(self, backend: str) -> dict:
-        from . import engines
-        from .errors import HarnessError
+        from harness import engines
+        from harness.core.errors import HarnessError
 
         chosen = self._list("facenet_backend")
         if chosen and backend not in chosen:
@@ -261,7 +305,7 @@ class FacenetSession:
 
     def engine(self, backend: str, precision: str, model_info=None, **options):
         """The engine for (backend, precision, model), built once per session; skips when it cannot run here."""
-        from . import engines
+        from harness import engines
 
         info = model_info or self.model()
         opts = {**(self.engine_options(backend) if model_info is None else {}), **options}

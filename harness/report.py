@@ -1,24 +1,34 @@
 """Rendering of the gate's typed results: console text, Markdown, JSON, JUnit XML and ROC curves.
 
-Nothing here decides anything: verdicts come from ``harness.gate`` and ``harness.baselines``.
+Nothing here decides anything: verdicts come from ``harness.gate`` and ``harness.store.baselines``.
 """
+
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Any
 
-from . import cache
-from .verdicts import Check, Verdict
-
-if TYPE_CHECKING:
-    from .gate import AccuracyResult, ConformanceResult, GateReport, GateRow, PerfResult, QuantizeResult
-    from .soak import SoakResult
+from harness.core import results as r_
+from harness.core.results import (
+    AccuracyResult,
+    ConformanceResult,
+    Diagnosis,
+    Evaluation,
+    GateReport,
+    GateRow,
+    PerfResult,
+    PerfRow,
+    QuantizeResult,
+    SoakResult,
+    to_json,
+)
+from harness.core.verdicts import Check, Verdict
+from harness.store import cache
 
 
 def write_json(path: str | Path, result) -> Path:
-    from .gate import to_json
-
     path = Path(path)
     doc = result.to_json() if hasattr(result, "to_json") else to_json(result)
     cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
@@ -27,21 +37,15 @@ def write_json(path: str | Path, result) -> Path:
 
 def text(result) -> str:
     """The console text of any result."""
-    from . import diagnose
-    from . import gate as g
-    from . import soak
-
-    renderers = {diagnose.Diagnosis: diagnosis_text,
-                 g.AccuracyResult: accuracy_text, g.ConformanceResult: conformance_text, g.PerfResult: perf_text,
-                 g.GateReport: gate_markdown, g.GateRow: lambda r: "\n".join(_row_markdown(r)),
-                 g.PerfRow: _perf_row_text, soak.SoakResult: soak_text, g.QuantizeResult: quantize_text}
-    return renderers[type(result)](result)
+    return RENDERERS[type(result)](result)
 
 
-def quantize_text(r: "QuantizeResult") -> str:
+def quantize_text(r: QuantizeResult) -> str:
     c = r.calibration
-    lines = [f"wrote {r.path} (sha256 {r.sha256}): symmetric INT8 QDQ for TensorRT/IxRT, calibrated ({c.method}) "
-             f"on {c.size} LFW images outside the protocol, seed {c.seed}"]
+    lines = [
+        f"wrote {r.path} (sha256 {r.sha256}): symmetric INT8 QDQ for TensorRT/IxRT, calibrated ({c.method}) "
+        f"on {c.size} LFW images outside the protocol, seed {c.seed}"
+    ]
     lines += [f"  TensorRT Q/DQ rule broken: {v}" for v in r.violations]
     if not r.violations:
         lines.append("TensorRT Q/DQ rules: PASS (zero points int8 0, weights per output channel, biases float)")
@@ -51,12 +55,15 @@ def quantize_text(r: "QuantizeResult") -> str:
     return "\n".join(lines)
 
 
-def soak_text(r: "SoakResult") -> str:
+def soak_text(r: SoakResult) -> str:
     eng = r.engine
     rates = r.window_images_per_second
-    mem = ("resident memory not readable here" if r.rss_end_mib is None else
-           f"resident memory {r.rss_warm_mib or 0:.0f} MiB after warm-up -> {r.rss_end_mib:.0f} MiB at the end "
-           f"(peak {r.rss_peak_mib:.0f}; slope {r.rss_slope_mib_per_minute or 0:+.1f} MiB/min)")
+    mem = (
+        "resident memory not readable here"
+        if r.rss_end_mib is None
+        else f"resident memory {r.rss_warm_mib or 0:.0f} MiB after warm-up -> {r.rss_end_mib:.0f} MiB at the end "
+        f"(peak {r.rss_peak_mib:.0f}; slope {r.rss_slope_mib_per_minute or 0:+.1f} MiB/min)"
+    )
     lines = [
         f"FaceNet soak: {r.workers} x {eng.get('backend')} {eng.get('precision')} on {eng.get('device')}, "
         f"{r.seconds:.0f} s, batch {r.batch_size}",
@@ -64,12 +71,18 @@ def soak_text(r: "SoakResult") -> str:
         f"every probe batch at least {r.rotations_min}x per worker), {r.mismatches} beyond the tolerance; "
         f"largest change of an output from the same worker's first: {r.max_change_vs_first_output:.3g}",
         f"  memory    {mem}",
-        "  rate      " + (f"{min(rates):.1f}-{max(rates):.1f} images/s over {len(rates)} windows of "
-                          f"{r.window_seconds:.1f} s; last/first {r.throughput_drift:.3f}, CV {r.throughput_cv:.1%}"
-                          if rates and r.throughput_drift is not None else "no window after the warm-up"),
+        "  rate      "
+        + (
+            f"{min(rates):.1f}-{max(rates):.1f} images/s over {len(rates)} windows of "
+            f"{r.window_seconds:.1f} s; last/first {r.throughput_drift:.3f}, CV {r.throughput_cv:.1%}"
+            if rates and r.throughput_drift is not None
+            else "no window after the warm-up"
+        ),
     ]
-    lines += [f"  mismatch  worker {m.worker} call {m.call} batch {m.batch} at {m.seconds:.1f} s: {m.detail}"
-              for m in r.first_mismatches]
+    lines += [
+        f"  mismatch  worker {m.worker} call {m.call} batch {m.batch} at {m.seconds:.1f} s: {m.detail}"
+        for m in r.first_mismatches
+    ]
     lines.append(f"  verdict   {r.verdict}" + (f": {'; '.join(r.reasons)}" if r.reasons else ""))
     return "\n".join(lines)
 
@@ -81,10 +94,13 @@ def _check_text(checks: list[Check], metric: str) -> str:
     return ""
 
 
-def accuracy_text(r: "AccuracyResult") -> str:
+def accuracy_text(r: AccuracyResult) -> str:
     eng, ds, m, t = r.engine, r.dataset, r.metrics, r.timing
-    timing = ("embeddings from cache" if t["cached"] else
-              f"{t['seconds']:.1f} s, {t['images_per_second']:.1f} images/s at batch {t['batch_size']}")
+    timing = (
+        "embeddings from cache"
+        if t["cached"]
+        else f"{t['seconds']:.1f} s, {t['images_per_second']:.1f} images/s at batch {t['batch_size']}"
+    )
     lines = [
         f"FaceNet LFW accuracy: {eng['backend']} {eng['precision']} on {eng['device']}",
         f"  model     {r.model.path}  (sha256 {r.model.sha256[:16]})",
@@ -96,33 +112,42 @@ def accuracy_text(r: "AccuracyResult") -> str:
         f"  time      {timing}",
     ]
     if r.reference is not None:
-        lines.append(f"  vs ref    accuracy {r.accuracy_delta:+.5f} " + _check_text(r.checks, "accuracy_delta_vs_reference")
-                     + f", {r.flipped_decisions} of {ds.pairs} decisions flipped at the engine's fold thresholds "
-                     f"(reference {r.reference_model.path}, sha256 {r.reference_model.sha256[:16]})")
+        lines.append(
+            f"  vs ref    accuracy {r.accuracy_delta:+.5f} "
+            + _check_text(r.checks, "accuracy_delta_vs_reference")
+            + f", {r.flipped_decisions} of {ds.pairs} decisions flipped at the engine's fold thresholds "
+            f"(reference {r.reference_model.path}, sha256 {r.reference_model.sha256[:16]})"
+        )
         lines += [f"  flipped   {_flipped_text(f)}" for f in (r.flipped_pairs or [])[:5]]
     lines.append(f"VERDICT: {r.verdict}")
     if r.verdict is Verdict.NO_BASELINE:
-        lines.append(f"  no accuracy baseline for dataset digest {ds.digest} in {r.baselines}; after checking this "
-                     "run, record it with --save-baseline 'description' (baselines/README.md).")
+        lines.append(
+            f"  no accuracy baseline for dataset digest {ds.digest} in {r.baselines}; after checking this "
+            "run, record it with --save-baseline 'description' (baselines/README.md)."
+        )
     return "\n".join(lines)
 
 
 def _flipped_text(f) -> str:
-    return (f"{f.first} vs {f.second} ({'same' if f.same else 'different'}, fold {f.fold}): distance "
-            f"{f.reference_distance:.4f} -> {f.engine_distance:.4f} across {f.threshold:.3f}, engine "
-            f"{'right' if f.engine_correct else 'wrong'}")
+    return (
+        f"{f.first} vs {f.second} ({'same' if f.same else 'different'}, fold {f.fold}): distance "
+        f"{f.reference_distance:.4f} -> {f.engine_distance:.4f} across {f.threshold:.3f}, engine "
+        f"{'right' if f.engine_correct else 'wrong'}"
+    )
 
 
-def conformance_text(r: "ConformanceResult") -> str:
+def conformance_text(r: ConformanceResult) -> str:
     s, t = r.stats, r.tolerance
     label = f"{r.engine['backend']} {r.engine['precision']} vs the fp32 reference ({r.reference})"
-    lines = [f"conformance {label}: {'PASS' if r.passed else 'FAIL: ' + '; '.join(r.failures)}",
-             f"  cosine   min {s['min_cosine']:.6f} (>= {t.min_cosine})  p1 {s['p1_cosine']:.6f}  "
-             f"mean {s['mean_cosine']:.6f} (>= {t.mean_cosine})",
-             f"  abs err  max {s['max_abs']:.3e}  mean {s['mean_abs']:.3e}  p99 {s['p99_abs']:.3e}  (atol {t.atol:g})",
-             f"  rel err  max {s['max_rel']:.3e}  mean {s['mean_rel']:.3e}  p99 {s['p99_rel']:.3e}  (rtol {t.rtol:g})",
-             f"  elements failing atol AND rtol: {s['element_failures']}   NaN/Inf: {s['nonfinite']}",
-             "  worst samples: " + ", ".join(f"{k} ({c:.5f})" for k, c in r.worst)]
+    lines = [
+        f"conformance {label}: {'PASS' if r.passed else 'FAIL: ' + '; '.join(r.failures)}",
+        f"  cosine   min {s['min_cosine']:.6f} (>= {t.min_cosine})  p1 {s['p1_cosine']:.6f}  "
+        f"mean {s['mean_cosine']:.6f} (>= {t.mean_cosine})",
+        f"  abs err  max {s['max_abs']:.3e}  mean {s['mean_abs']:.3e}  p99 {s['p99_abs']:.3e}  (atol {t.atol:g})",
+        f"  rel err  max {s['max_rel']:.3e}  mean {s['mean_rel']:.3e}  p99 {s['p99_rel']:.3e}  (rtol {t.rtol:g})",
+        f"  elements failing atol AND rtol: {s['element_failures']}   NaN/Inf: {s['nonfinite']}",
+        "  worst samples: " + ", ".join(f"{k} ({c:.5f})" for k, c in r.worst),
+    ]
     if getattr(r, "first_divergence", None) is not None:
         lines += ["  " + line for line in diagnosis_text(r.first_divergence).splitlines()]
     lines.append(f"VERDICT: {r.verdict}")
@@ -130,21 +155,27 @@ def conformance_text(r: "ConformanceResult") -> str:
 
 
 def _layer_line(s) -> str:
-    return (f"{s.node} ({s.op_type}, {s.tensor}): error {s.error:.4g}, cosine {s.cosine:.6f}, max abs {s.max_abs:.3g}, "
-            f"max rel {s.max_rel:.3g}, inputs {s.input_error:.4g}, adds {s.contribution:+.4g}")
+    return (
+        f"{s.node} ({s.op_type}, {s.tensor}): error {s.error:.4g}, cosine {s.cosine:.6f}, max abs {s.max_abs:.3g}, "
+        f"max rel {s.max_rel:.3g}, inputs {s.input_error:.4g}, adds {s.contribution:+.4g}"
+    )
 
 
 def diagnosis_text(d) -> str:
-    """The first diverging layer (harness.diagnose.Diagnosis) and the layers adding the most error."""
+    """The first diverging layer (harness.checks.diagnose.Diagnosis) and the layers adding the most error."""
     lines = [f"first divergence ({d.precision}, {len(d.samples)} worst probe images): {d.status}: {d.why}"]
     if d.tolerance is not None:
-        lines.append(f"  per-layer tolerance: relative error <= {d.tolerance.max_error:.4g} ({d.tolerance.basis}); "
-                     f"{d.mapping.get('compared')} layers compared, matched by {d.mapping.get('by')}; "
-                     f"{len(d.mapping.get('hidden', []))} of {d.mapping.get('reference_tensors')} reference tensors "
-                     "hidden by the engine's fusions")
+        lines.append(
+            f"  per-layer tolerance: relative error <= {d.tolerance.max_error:.4g} ({d.tolerance.basis}); "
+            f"{d.mapping.get('compared')} layers compared, matched by {d.mapping.get('by')}; "
+            f"{len(d.mapping.get('hidden', []))} of {d.mapping.get('reference_tensors')} reference tensors "
+            "hidden by the engine's fusions"
+        )
     if d.diverged:
-        lines.append(f"  node {d.node} ({d.op_type}), tensor {d.tensor}: cosine {d.cosine:.6f}, relative error "
-                     f"{d.error:.4g}, max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}")
+        lines.append(
+            f"  node {d.node} ({d.op_type}), tensor {d.tensor}: cosine {d.cosine:.6f}, relative error "
+            f"{d.error:.4g}, max abs {d.max_abs:.3g}, max rel {d.max_rel:.3g}"
+        )
         lines += ["  input  " + _layer_line(s) for s in d.inputs]
         lines += ["  after  " + _layer_line(s) for s in d.after]
     if d.ranking:
@@ -166,21 +197,27 @@ def _baseline_text(b: dict | None) -> str:
 
 def _perf_row_text(row) -> str:
     lat = row.latency_ms
-    return (f"  {row.case:14s} {row.fps:10.1f} {lat['median']:10.2f} {lat['p90']:8.2f} {row.cv:6.1%}  "
-            f"{_baseline_text(row.baseline):28s} {_ci(row.ratio, row.ratio_ci):24s} "
-            f"{_ci(row.normalised_ratio, row.normalised_ci):24s} {row.verdict}\n"
-            f"  {'':14s} why: {row.why}"
-            + "".join(f"\n  {'':14s} stage {d.stage}: {_ms(d.baseline_ms)} -> {_ms(d.now_ms)} ms per batch"
-                      for d in row.stage_deltas[:3]))
+    return (
+        f"  {row.case:14s} {row.fps:10.1f} {lat['median']:10.2f} {lat['p90']:8.2f} {row.cv:6.1%}  "
+        f"{_baseline_text(row.baseline):28s} {_ci(row.ratio, row.ratio_ci):24s} "
+        f"{_ci(row.normalised_ratio, row.normalised_ci):24s} {row.verdict}\n"
+        f"  {'':14s} why: {row.why}"
+        + "".join(
+            f"\n  {'':14s} stage {d.stage}: {_ms(d.baseline_ms)} -> {_ms(d.now_ms)} ms per batch"
+            for d in row.stage_deltas[:3]
+        )
+    )
 
 
-def perf_text(r: "PerfResult") -> str:
+def perf_text(r: PerfResult) -> str:
     ident = r.identity
     device = ident.get("gpu") or (ident.get("cpu") or {}).get("name")
-    lines = [f"FaceNet throughput: {r.stack.get('runtime')} {ident['precision']} on {device}"
-             + (f" x{ident['cpu']['cores']}" if "cpu" in ident else ""),
-             f"  {'case':14s} {'images/s':>10s} {'median ms':>10s} {'p90 ms':>8s} {'cv':>6s}  {'baseline':28s} "
-             f"{'ratio [95% CI]':24s} {'canary-normalised':24s} verdict"]
+    lines = [
+        f"FaceNet throughput: {r.stack.get('runtime')} {ident['precision']} on {device}"
+        + (f" x{ident['cpu']['cores']}" if "cpu" in ident else ""),
+        f"  {'case':14s} {'images/s':>10s} {'median ms':>10s} {'p90 ms':>8s} {'cv':>6s}  {'baseline':28s} "
+        f"{'ratio [95% CI]':24s} {'canary-normalised':24s} verdict",
+    ]
     lines += [_perf_row_text(row) for row in r.rows]
     lines.append(f"VERDICT: {r.verdict}")
     return "\n".join(lines)
@@ -188,11 +225,16 @@ def perf_text(r: "PerfResult") -> str:
 
 # --- the gate report: Markdown, JUnit XML and ROC curves -----------------------------------------
 
-def _row_markdown(row: "GateRow") -> list[str]:
+
+def _row_markdown(row: GateRow) -> list[str]:
     a, c, p = row.accuracy, row.conformance, row.perf
     m = a.metrics
-    lines = [f"## {row.backend} {row.precision}: {row.verdict}", "",
-             "| check | value | threshold | verdict |", "| --- | --- | --- | --- |"]
+    lines = [
+        f"## {row.backend} {row.precision}: {row.verdict}",
+        "",
+        "| check | value | threshold | verdict |",
+        "| --- | --- | --- | --- |",
+    ]
     for chk in a.checks:
         lines.append(f"| {chk.metric} | {chk.value:.5f} | {chk.bound_text()} | {chk.verdict} |")
     if a.verdict is Verdict.NO_BASELINE:
@@ -201,34 +243,55 @@ def _row_markdown(row: "GateRow") -> list[str]:
     lines.append(f"| AUC / EER | {m['auc']:.5f} / {m['eer']:.4f} | | |")
     lines.append(f"| VAL @ FAR | {m['val']:.5f} +- {m['val_std']:.5f} @ {m['far']:.5f} | | |")
     if a.flipped_decisions is not None:
-        sheet = f" ([worst {min(a.flipped_decisions, SHEET_PAIRS)}]({Path(a.flipped_png).name}))" if a.flipped_png else ""
-        lines.append(f"| flipped decisions vs reference | {a.flipped_decisions} of {a.dataset.pairs}{sheet} | "
-                     "engine's fold thresholds | |")
+        sheet = (
+            f" ([worst {min(a.flipped_decisions, SHEET_PAIRS)}]({Path(a.flipped_png).name}))" if a.flipped_png else ""
+        )
+        lines.append(
+            f"| flipped decisions vs reference | {a.flipped_decisions} of {a.dataset.pairs}{sheet} | "
+            "engine's fold thresholds | |"
+        )
     if c is not None:
         s, t = c.stats, c.tolerance
-        lines.append(f"| min / mean cosine | {s['min_cosine']:.6f} / {s['mean_cosine']:.6f} | "
-                     f">= {t.min_cosine} / {t.mean_cosine} | {c.verdict} |")
+        lines.append(
+            f"| min / mean cosine | {s['min_cosine']:.6f} / {s['mean_cosine']:.6f} | "
+            f">= {t.min_cosine} / {t.mean_cosine} | {c.verdict} |"
+        )
     lines.append("")
     d = c.first_divergence if c is not None else None
     if d is not None:
         lines += [f"**First divergence**: {d.status}: {d.why}", ""]
         if d.diverged or d.ranking:
-            lines += ["| layer | op | tensor | relative error | cosine | max abs | max rel | inputs' error | adds |",
-                      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-            shown = ([(f"**{d.node}** (first)", s) for s in d.layers if s.node == d.node and s.tensor == d.tensor]
-                     + [(f"{s.node} (after)", s) for s in d.after]) if d.diverged else \
-                [(f"{s.node} (adds #{i})", s) for i, s in enumerate(d.ranking, 1)]
-            for label, s in shown:
-                lines.append(f"| {label} | {s.op_type} | `{s.tensor}` | {s.error:.4g} | {s.cosine:.6f} | {s.max_abs:.3g} "
-                             f"| {s.max_rel:.3g} | {s.input_error:.4g} | {s.contribution:+.4g} |")
+            lines += [
+                "| layer | op | tensor | relative error | cosine | max abs | max rel | inputs' error | adds |",
+                "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+            ]
+            shown = (
+                (
+                    [(f"**{d.node}** (first)", s) for s in d.layers if s.node == d.node and s.tensor == d.tensor]
+                    + [(f"{s.node} (after)", s) for s in d.after]
+                )
+                if d.diverged
+                else [(f"{s.node} (adds #{i})", s) for i, s in enumerate(d.ranking, 1)]
+            )
+            for label, layer in shown:
+                lines.append(
+                    f"| {label} | {layer.op_type} | `{layer.tensor}` | {layer.error:.4g} | {layer.cosine:.6f} "
+                    f"| {layer.max_abs:.3g} | {layer.max_rel:.3g} | {layer.input_error:.4g} "
+                    f"| {layer.contribution:+.4g} |"
+                )
             lines.append("")
     if p is not None:
-        lines += ["| perf case | images/s | CV | baseline (stack, recorded) | ratio [95% CI] | canary-normalised [95% CI] "
-                  "| verdict | why |", "| --- | --- | --- | --- | --- | --- | --- | --- |"]
+        lines += [
+            "| perf case | images/s | CV | baseline (stack, recorded) | ratio [95% CI] | canary-normalised [95% CI] "
+            "| verdict | why |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        ]
         for r in p.rows:
-            lines.append(f"| {r.case} | {r.fps:.1f} | {r.cv:.1%} | {_baseline_text(r.baseline)} | "
-                         f"{_ci(r.ratio, r.ratio_ci)} | {_ci(r.normalised_ratio, r.normalised_ci)} | {r.verdict} | "
-                         f"{r.why} |")
+            lines.append(
+                f"| {r.case} | {r.fps:.1f} | {r.cv:.1%} | {_baseline_text(r.baseline)} | "
+                f"{_ci(r.ratio, r.ratio_ci)} | {_ci(r.normalised_ratio, r.normalised_ci)} | {r.verdict} | "
+                f"{r.why} |"
+            )
         lines.append("")
         for r in p.rows:
             lines += _stage_markdown(r)
@@ -242,15 +305,22 @@ def _stage_markdown(row) -> list[str]:
     """A FAIL row's stage split against the baseline's (milliseconds per batch), the largest increase first."""
     if row.breakdown is None:
         return []
-    lines = [f"**{row.case}: where a batch's time goes** ({row.breakdown.source}; ms per batch of {row.breakdown.batch})",
-             "", "| stage | baseline ms | now ms | added ms | ratio |", "| --- | --- | --- | --- | --- |"]
+    lines = [
+        f"**{row.case}: where a batch's time goes** ({row.breakdown.source}; ms per batch of {row.breakdown.batch})",
+        "",
+        "| stage | baseline ms | now ms | added ms | ratio |",
+        "| --- | --- | --- | --- | --- |",
+    ]
     if not row.stage_deltas:
         shown = list(row.breakdown.stages_ms.items())
         lines += [f"| {k} | - | {v:.3f} | | |" for k, v in shown[:STAGES_SHOWN]]
         more = len(shown) - STAGES_SHOWN
     else:
-        lines += [f"| {d.stage} | {_ms(d.baseline_ms)} | {_ms(d.now_ms)} | {d.added_ms:+.3f} | "
-                  f"{'-' if d.ratio is None else f'{d.ratio:.2f}x'} |" for d in row.stage_deltas[:STAGES_SHOWN]]
+        lines += [
+            f"| {d.stage} | {_ms(d.baseline_ms)} | {_ms(d.now_ms)} | {d.added_ms:+.3f} | "
+            f"{'-' if d.ratio is None else f'{d.ratio:.2f}x'} |"
+            for d in row.stage_deltas[:STAGES_SHOWN]
+        ]
         more = len(row.stage_deltas) - STAGES_SHOWN
     if more > 0:
         lines.append(f"| ({more} more stages in gate.json) | | | | |")
@@ -261,15 +331,19 @@ def _ms(v: float | None) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def gate_markdown(gate: "GateReport") -> str:
+def gate_markdown(gate: GateReport) -> str:
     env = gate.environment
-    lines = [f"# FaceNet gate: {gate.verdict}", "",
-             f"Environment: {env['cpu']} x{env['cpu_count']}, Python {env['python']}, onnxruntime {env['onnxruntime']}, "
-             f"numpy {env['numpy']}, {env['platform']}  ",
-             f"Model: `{gate.model.path}` (sha256 {gate.model.sha256[:16]})  ",
-             f"Reference: `{gate.reference_model.path}` (sha256 {gate.reference_model.sha256[:16]}), onnxruntime fp32  ",
-             f"Dataset: {gate.dataset.images} images, {gate.dataset.pairs} pairs, {gate.dataset.form}, "
-             f"digest {gate.dataset.digest[:16]}", ""]
+    lines = [
+        f"# FaceNet gate: {gate.verdict}",
+        "",
+        f"Environment: {env['cpu']} x{env['cpu_count']}, Python {env['python']}, onnxruntime {env['onnxruntime']}, "
+        f"numpy {env['numpy']}, {env['platform']}  ",
+        f"Model: `{gate.model.path}` (sha256 {gate.model.sha256[:16]})  ",
+        f"Reference: `{gate.reference_model.path}` (sha256 {gate.reference_model.sha256[:16]}), onnxruntime fp32  ",
+        f"Dataset: {gate.dataset.images} images, {gate.dataset.pairs} pairs, {gate.dataset.form}, "
+        f"digest {gate.dataset.digest[:16]}",
+        "",
+    ]
     for row in gate.rows:
         lines += _row_markdown(row)
     if gate.roc_png:
@@ -277,7 +351,7 @@ def gate_markdown(gate: "GateReport") -> str:
     return "\n".join(lines) + "\n"
 
 
-def gate_junit(gate: "GateReport") -> str:
+def gate_junit(gate: GateReport) -> str:
     """JUnit XML: one testcase per check, so CI systems show what failed."""
     from xml.etree import ElementTree as ET
 
@@ -288,7 +362,7 @@ def gate_junit(gate: "GateReport") -> str:
         items = [("accuracy", row.accuracy.verdict, "; ".join(map(str, row.accuracy.checks)) or "no baseline")]
         if row.conformance is not None:
             items.append(("conformance", row.conformance.verdict, "; ".join(row.conformance.failures) or "ok"))
-        for r in (row.perf.rows if row.perf is not None else []):
+        for r in row.perf.rows if row.perf is not None else []:
             items.append((f"perf.{r.case}", r.verdict, f"{r.fps:.1f} images/s; {r.why}"))
         for name, verdict, message in items:
             case = ET.SubElement(suite, "testcase", classname=cls, name=name)
@@ -306,7 +380,7 @@ def gate_junit(gate: "GateReport") -> str:
     return ET.tostring(suite, encoding="unicode")
 
 
-def roc_png(path: Path, curves: list[tuple[str, "object"]]) -> Path:
+def roc_png(path: Path, curves: list[tuple[str, Evaluation]]) -> Path:
     """Fold-averaged ROC of each engine (facenet's grid), overlaid; the first curve is the reference."""
     import matplotlib
 
@@ -315,8 +389,13 @@ def roc_png(path: Path, curves: list[tuple[str, "object"]]) -> Path:
 
     fig, ax = plt.subplots(figsize=(7, 5), dpi=120)
     for i, (label, ev) in enumerate(curves):
-        ax.plot(ev.fpr, ev.tpr, lw=2.5 if i == 0 else 1.4, ls="-" if i == 0 else "--",
-                label=f"{label} (AUC {ev.auc:.5f}, acc {ev.accuracy_mean:.4f})")
+        ax.plot(
+            ev.fpr,
+            ev.tpr,
+            lw=2.5 if i == 0 else 1.4,
+            ls="-" if i == 0 else "--",
+            label=f"{label} (AUC {ev.auc:.5f}, acc {ev.accuracy_mean:.4f})",
+        )
     ax.set_xscale("log")
     ax.set_xlim(1e-3, 1)
     ax.set_ylim(0.8, 1.0)
@@ -361,16 +440,24 @@ def flipped_png(path: Path, pairs, dataset, limit: int = SHEET_PAIRS) -> Path:
     index = {k: i for i, k in enumerate(dataset.keys)}
     width, height, where = contact_sheet_layout(len(pairs))
     fig = plt.figure(figsize=(width / 100, height / 100), dpi=100, facecolor="white")
-    for k, (f, (x, y)) in enumerate(zip(pairs, where)):
+    for k, (f, (x, y)) in enumerate(zip(pairs, where, strict=True)):
         faces = np.concatenate([dataset.load(index[f.first]), dataset.load(index[f.second])], axis=1)
         fig.figimage(faces, xo=x, yo=height - y - faces.shape[0], origin="upper")  # pixel for pixel
-        lines = [f"#{k + 1} {f.first.split('/')[-1]}  |  {f.second.split('/')[-1]}",
-                 f"{'same person' if f.same else 'different people'}, fold {f.fold}, threshold {f.threshold:.3f}",
-                 f"reference {f.reference_distance:.4f} -> engine {f.engine_distance:.4f} "
-                 f"({'engine right' if f.engine_correct else 'engine wrong'})"]
+        lines = [
+            f"#{k + 1} {f.first.split('/')[-1]}  |  {f.second.split('/')[-1]}",
+            f"{'same person' if f.same else 'different people'}, fold {f.fold}, threshold {f.threshold:.3f}",
+            f"reference {f.reference_distance:.4f} -> engine {f.engine_distance:.4f} "
+            f"({'engine right' if f.engine_correct else 'engine wrong'})",
+        ]
         for j, line in enumerate(lines):
-            fig.text((x + 2) / width, 1 - (y - SHEET_TEXT + 6 + 19 * j) / height, line, fontsize=7, va="top",
-                     color="black" if j < 2 else ("darkgreen" if f.engine_correct else "firebrick"))
+            fig.text(
+                (x + 2) / width,
+                1 - (y - SHEET_TEXT + 6 + 19 * j) / height,
+                line,
+                fontsize=7,
+                va="top",
+                color="black" if j < 2 else ("darkgreen" if f.engine_correct else "firebrick"),
+            )
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with cache.atomic_path(path) as tmp:
@@ -379,17 +466,36 @@ def flipped_png(path: Path, pairs, dataset, limit: int = SHEET_PAIRS) -> Path:
     return path
 
 
-def write_gate(gate: "GateReport", out: Path, curves, dataset=None) -> dict[str, Path]:
+def write_gate(gate: GateReport, out: Path, curves: list[tuple[str, Evaluation]], dataset=None) -> dict[str, Path]:
     """gate.md, gate.json, gate.xml and roc.png in ``out``; given the ``dataset``, a contact sheet of the
     worst flipped pairs of each engine that has any (flipped-<backend>-<precision>.png), linked from gate.md."""
     out = Path(out)
     gate.roc_png = str(roc_png(out / "roc.png", curves))
     for row in gate.rows:
         if dataset is not None and row.accuracy.flipped_pairs:
-            row.accuracy.flipped_png = str(flipped_png(out / f"flipped-{row.backend}-{row.precision}.png",
-                                                       row.accuracy.flipped_pairs, dataset))
-    paths = {"json": write_json(out / "gate.json", gate), "xml": out / "gate.xml", "md": out / "gate.md",
-             "roc": Path(gate.roc_png)}
+            row.accuracy.flipped_png = str(
+                flipped_png(out / f"flipped-{row.backend}-{row.precision}.png", row.accuracy.flipped_pairs, dataset)
+            )
+    paths = {
+        "json": write_json(out / "gate.json", gate),
+        "xml": out / "gate.xml",
+        "md": out / "gate.md",
+        "roc": Path(gate.roc_png),
+    }
     cache.atomic_write_text(paths["xml"], gate_junit(gate))
     cache.atomic_write_text(paths["md"], gate_markdown(gate))
     return paths
+
+
+RENDERERS: dict[type, Callable[[Any], str]] = {
+    Diagnosis: diagnosis_text,
+    AccuracyResult: accuracy_text,
+    ConformanceResult: conformance_text,
+    PerfResult: perf_text,
+    GateReport: gate_markdown,
+    GateRow: lambda r: "\n".join(_row_markdown(r)),
+    PerfRow: _perf_row_text,
+    SoakResult: soak_text,
+    QuantizeResult: quantize_text,
+}
+r_.use_renderer(text)  # str() of any result renders it as above

@@ -13,15 +13,16 @@ the batch it is in), no stale rows in a partial last batch, determinism across r
 (a NaN in one image must not change the other images' rows; whether the NaN image's own row is NaN or
 finite is reported, since quantized engines can absorb a NaN pixel).
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
 
-from .engines import Engine
-from .errors import HarnessError
-from .verdicts import Verdict
+from harness.core.errors import HarnessError
+from harness.core.verdicts import Verdict
+from harness.engines import Engine
 
 EMBEDDING_SIZE = 512
 
@@ -75,19 +76,29 @@ def check_engine(engine: Engine, dataset, atol: float, images: int = 12) -> Cont
 
     full = engine.run(x)
     shape_ok = isinstance(full, np.ndarray) and full.shape == (images, EMBEDDING_SIZE) and full.dtype == np.float32
-    add("shape_dtype", shape_ok, f"run({x.shape}) gave {getattr(full, 'shape', None)} {getattr(full, 'dtype', None)}; "
-                                 f"expected ({images}, {EMBEDDING_SIZE}) float32")
+    add(
+        "shape_dtype",
+        shape_ok,
+        f"run({x.shape}) gave {getattr(full, 'shape', None)} {getattr(full, 'dtype', None)}; "
+        f"expected ({images}, {EMBEDDING_SIZE}) float32",
+    )
     if not shape_ok:
         return ContractReport(engine.label, tuple(checks))
     finite = bool(np.isfinite(full).all())
     norms = np.linalg.norm(full, axis=1)
-    add("finite_normalised", finite and bool(np.all(np.abs(norms - 1) <= 1e-3)),
-        f"all finite: {finite}; L2 norms in [{norms.min():.6f}, {norms.max():.6f}] (1 +- 1e-3)")
+    add(
+        "finite_normalised",
+        finite and bool(np.all(np.abs(norms - 1) <= 1e-3)),
+        f"all finite: {finite}; L2 norms in [{norms.min():.6f}, {norms.max():.6f}] (1 +- 1e-3)",
+    )
 
-    single = np.concatenate([engine.run(x[i:i + 1]) for i in range(images)])
+    single = np.concatenate([engine.run(x[i : i + 1]) for i in range(images)])
     d = _max_diff(full, single)
-    add("batch_invariance", d <= atol, f"rows of one batch of {images} vs one image at a time: max |diff| {d:.2e} "
-                                       f"(<= {atol:g})")
+    add(
+        "batch_invariance",
+        d <= atol,
+        f"rows of one batch of {images} vs one image at a time: max |diff| {d:.2e} (<= {atol:g})",
+    )
 
     # a full batch, then a partial one: the partial one's rows must be its own, never left over
     big = engine.run(np.concatenate([x[::-1], x]))  # its first rows are other images than the partial's
@@ -95,9 +106,12 @@ def check_engine(engine: Engine, dataset, atol: float, images: int = 12) -> Cont
     partial = engine.run(x[:k])
     d_partial = _max_diff(partial, single[:k])
     d_big = _max_diff(big[images:], single)
-    add("partial_batch", d_partial <= atol and d_big <= atol and partial.shape == (k, EMBEDDING_SIZE),
+    add(
+        "partial_batch",
+        d_partial <= atol and d_big <= atol and partial.shape == (k, EMBEDDING_SIZE),
         f"{k} images after a batch of {2 * images}: shape {partial.shape}, max |diff| {d_partial:.2e}; "
-        f"the batch of {2 * images} itself {d_big:.2e} (<= {atol:g})")
+        f"the batch of {2 * images} itself {d_big:.2e} (<= {atol:g})",
+    )
 
     again = engine.run(x)
     d_again = _max_diff(full, again)
@@ -112,10 +126,17 @@ def check_engine(engine: Engine, dataset, atol: float, images: int = 12) -> Cont
     else:
         others = np.delete(np.arange(images), 1)
         d_nan = _max_diff(out[others], full[others]) if np.isfinite(out[others]).all() else float("inf")
-        own = "propagates to its own row (NaN/Inf)" if not np.isfinite(out[1]).all() else \
-            f"is absorbed: its own row stays finite (max |diff| {_max_diff(out[1], full[1]):.2e} from the clean image)"
-        add("nan_isolation", d_nan <= atol, f"a NaN pixel in image 1 {own}; the other rows move by {d_nan:.2e} "
-                                            f"(<= {atol:g})")
+        own = (
+            "propagates to its own row (NaN/Inf)"
+            if not np.isfinite(out[1]).all()
+            else f"is absorbed: its own row stays finite (max |diff| {_max_diff(out[1], full[1]):.2e} "
+            "from the clean image)"
+        )
+        add(
+            "nan_isolation",
+            d_nan <= atol,
+            f"a NaN pixel in image 1 {own}; the other rows move by {d_nan:.2e} (<= {atol:g})",
+        )
     return ContractReport(engine.label, tuple(checks))
 
 

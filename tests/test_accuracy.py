@@ -1,13 +1,14 @@
 """The LFW accuracy gate, run through the plugin's fixtures as a user's test would: the reference on the
 full protocol and every engine against it, thresholds from the baselines (never from test code)."""
+
 import json
 
 import numpy as np
 import pytest
 
 from harness import cli
-from harness.baselines import ACCURACY_MARGIN, AUC_MARGIN, judge_accuracy
-from harness.verdicts import Verdict
+from harness.core.verdicts import Verdict
+from harness.store.baselines import ACCURACY_MARGIN, AUC_MARGIN, judge_accuracy
 
 
 @pytest.mark.accuracy
@@ -16,16 +17,32 @@ def test_reference_fp32_meets_its_baseline(facenet_lfw, facenet_reference_model,
     if gate is None:
         pytest.fail(f"no fp32 accuracy baseline for dataset digest {facenet_lfw.digest} in {facenet_store.describe()}")
     out = tmp_path / "accuracy.json"
-    rc = cli.main(["accuracy", "--onnx", str(facenet_reference_model.path), "--lfw-dir", str(facenet_lfw.root),
-                   "--pairs", str(facenet_lfw.protocol.path), "--boxes", str(facenet_lfw.boxes_path or ""),
-                   "--json", str(out)])
+    rc = cli.main(
+        [
+            "accuracy",
+            "--onnx",
+            str(facenet_reference_model.path),
+            "--lfw-dir",
+            str(facenet_lfw.root),
+            "--pairs",
+            str(facenet_lfw.protocol.path),
+            "--boxes",
+            str(facenet_lfw.boxes_path or ""),
+            "--json",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     report = json.loads(out.read_text())
-    assert (report["dataset"]["pairs"], report["dataset"]["images"]) == (len(facenet_lfw.protocol.pairs),
-                                                                        len(facenet_lfw.keys))
+    assert (report["dataset"]["pairs"], report["dataset"]["images"]) == (
+        len(facenet_lfw.protocol.pairs),
+        len(facenet_lfw.keys),
+    )
     assert report["dataset"]["digest"] == facenet_lfw.digest
     assert report["model"]["sha256"] == facenet_reference_model.sha256
-    assert report["reference"] is None and report["flipped_decisions"] is None  # the reference is not compared with itself
+    assert (
+        report["reference"] is None and report["flipped_decisions"] is None
+    )  # the reference is not compared with itself
     assert report["flipped_pairs"] is None and report["flipped_png"] is None
     assert report["metrics"]["accuracy_mean"] >= gate["accuracy_min"], printed
     assert report["metrics"]["auc"] >= gate["auc_min"], printed
@@ -43,7 +60,7 @@ def test_engine_accuracy(facenet_engine, facenet_gate, facenet_store, facenet_lf
     assert result.metrics["accuracy_mean"] >= gate["accuracy_min"] and result.metrics["auc"] >= gate["auc_min"]
     assert abs(result.accuracy_delta) <= facenet_store.accuracy_delta(facenet_engine.precision)
     # flipped decisions: recomputed here from the two embedding sets, not taken from the result
-    from harness import accuracy
+    from harness.checks import accuracy
 
     emb, _ = facenet_gate.embeddings(facenet_engine)
     ref, _ = facenet_gate.embeddings(facenet_gate.reference_engine)
@@ -94,7 +111,7 @@ def small_pairs(tmp_path, lfw, folds=2, per_side=30):
     body = []
     for k in range(folds):
         start = 1 + 2 * n * k
-        body += lines[start:start + per_side] + lines[start + n:start + n + per_side]
+        body += lines[start : start + per_side] + lines[start + n : start + n + per_side]
     path = tmp_path / "pairs-small.txt"
     path.write_text(f"{folds} {per_side}\n" + "\n".join(body) + "\n")
     return path
@@ -120,8 +137,16 @@ def test_wrong_onnx_is_judged_against_the_pinned_reference(facenet_lfw, facenet_
     not with itself, for the accuracy delta and flips as for conformance."""
     wrong = tmp_path / "wrong.onnx"
     scaled_conv_onnx(facenet_reference_model.path, wrong, factor=-1.0)  # a sign flip: clearly broken
-    data = ["--lfw-dir", str(facenet_lfw.root), "--pairs", str(small_pairs(tmp_path, facenet_lfw)),
-            "--boxes", str(facenet_lfw.boxes_path or ""), "--baselines", str(tmp_path / "mine")]
+    data = [
+        "--lfw-dir",
+        str(facenet_lfw.root),
+        "--pairs",
+        str(small_pairs(tmp_path, facenet_lfw)),
+        "--boxes",
+        str(facenet_lfw.boxes_path or ""),
+        "--baselines",
+        str(tmp_path / "mine"),
+    ]
     cli.main(["accuracy", "--onnx", str(wrong), "--json", str(tmp_path / "wrong.json")] + data)
     cli.main(["accuracy", "--json", str(tmp_path / "pinned.json")] + data)
     capsys.readouterr()

@@ -1,9 +1,12 @@
 """The harness's own MTCNN alignment: its pieces on hand cases, and agreement with the shared boxes."""
+
 import numpy as np
 import pytest
 
-from harness import align, cache, data, weights
-from harness.data import Box
+from harness.lfw import align, data
+from harness.lfw.data import Box
+from harness.model import weights
+from harness.store import cache
 
 
 @pytest.fixture(scope="module")
@@ -28,9 +31,14 @@ def test_square_keeps_the_centre():
 
 
 def test_face_choice_prefers_big_and_central():
-    boxes = np.array([[0, 0, 60, 60, 1.0],  # big but in the corner
-                      [95, 95, 155, 155, 1.0],  # as big and centred
-                      [110, 110, 140, 140, 1.0]], float)  # centred, small
+    boxes = np.array(
+        [
+            [0, 0, 60, 60, 1.0],  # big but in the corner
+            [95, 95, 155, 155, 1.0],  # as big and centred
+            [110, 110, 140, 140, 1.0],
+        ],
+        float,
+    )  # centred, small
     assert align.choose_face(boxes, (250, 250)) == 1
 
 

@@ -1,5 +1,6 @@
 """The bad-input catalogue: every entry gives a HarnessError (exit code 2 from the CLI) that names the
 file and says what to do; parsers and the image loader are fuzzed so nothing else escapes."""
+
 import string
 
 import cv2
@@ -10,10 +11,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from onnx import TensorProto, helper
 
-from harness import accuracy, cli, model
+from harness import cli, model
+from harness.checks import accuracy
+from harness.core.errors import HarnessError
 from harness.engines import create as create_engine
-from harness.data import Dataset, parse_pairs, read_boxes, read_rgb
-from harness.errors import HarnessError
+from harness.lfw.data import Dataset, parse_pairs, read_boxes, read_rgb
 
 from .test_data import make_prealigned
 
@@ -24,6 +26,7 @@ pytestmark = pytest.mark.usefixtures("no_lfw_env")  # these tests name their dat
 
 
 # --- images -------------------------------------------------------------------------------------
+
 
 def test_truncated_jpeg_is_refused(tmp_path, facenet_lfw):
     src = facenet_lfw.paths[0].read_bytes()
@@ -56,8 +59,19 @@ def test_grayscale_is_converted_and_alpha_dropped(tmp_path):
 def test_corrupt_image_through_the_cli(tmp_path, facenet_reference_model, capsys):
     images, pairs = make_prealigned(tmp_path)
     (images / "C" / "C_0001.png").write_bytes(b"broken")
-    rc = cli.main(["accuracy", "--onnx", str(facenet_reference_model.path), "--lfw-dir", str(images), "--pairs", str(pairs),
-                   "--cache", str(tmp_path / "cache")])
+    rc = cli.main(
+        [
+            "accuracy",
+            "--onnx",
+            str(facenet_reference_model.path),
+            "--lfw-dir",
+            str(images),
+            "--pairs",
+            str(pairs),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     err = capsys.readouterr().err
     assert rc == 2 and "C_0001.png: not a readable image" in err and "Traceback" not in err
     assert not list((tmp_path / "cache").glob("embeddings/*.npy"))  # nothing half-written was cached
@@ -73,14 +87,17 @@ def test_unknown_person_in_pairs_is_named(tmp_path):
 
 def test_box_outside_the_image_is_named(tmp_path, facenet_lfw):
     boxes = tmp_path / "boxes.tsv"
-    boxes.write_text("path\tfaces\tx1\ty1\tx2\ty2\tprob\n" + "".join(
-        f"{k}.jpg\t1\t300\t300\t400\t400\t0.9\n" for k in facenet_lfw.keys))
+    boxes.write_text(
+        "path\tfaces\tx1\ty1\tx2\ty2\tprob\n"
+        + "".join(f"{k}.jpg\t1\t300\t300\t400\t400\t0.9\n" for k in facenet_lfw.keys)
+    )
     ds = Dataset(facenet_lfw.root, facenet_lfw.protocol.path, boxes)
     with pytest.raises(HarnessError, match="lies outside the 250x250 image; check its row in .*boxes.tsv"):
         ds.load(0)
 
 
 # --- models -------------------------------------------------------------------------------------
+
 
 def nan_model(path):
     """A model of the right interface whose embeddings are NaN."""
@@ -90,10 +107,12 @@ def nan_model(path):
     starts = helper.make_tensor("starts", TensorProto.INT64, [1], [0])
     ends = helper.make_tensor("ends", TensorProto.INT64, [1], [512])
     axes = helper.make_tensor("axes", TensorProto.INT64, [1], [1])
-    nodes = [helper.make_node("Reshape", ["input", "shape"], ["flat"]),
-             helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["cut"]),
-             helper.make_node("Sub", ["cut", "cut"], ["zero"]),
-             helper.make_node("Div", ["zero", "zero"], ["emb"])]  # 0 / 0 = NaN
+    nodes = [
+        helper.make_node("Reshape", ["input", "shape"], ["flat"]),
+        helper.make_node("Slice", ["flat", "starts", "ends", "axes"], ["cut"]),
+        helper.make_node("Sub", ["cut", "cut"], ["zero"]),
+        helper.make_node("Div", ["zero", "zero"], ["emb"]),
+    ]  # 0 / 0 = NaN
     graph = helper.make_graph(nodes, "nan", [x], [y], [shape, starts, ends, axes])
     onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(path))
     return path
@@ -104,7 +123,9 @@ def test_model_producing_nan_is_refused(tmp_path):
     ds = Dataset(images, pairs)
     info = model.inspect(nan_model(tmp_path / "nan.onnx"))
     engine = create_engine("onnxruntime", info, "fp32")
-    with pytest.raises(HarnessError, match=r"nan.onnx: onnxruntime fp32 produced NaN/Inf embeddings for 4 images, e.g. A/A_0001"):
+    with pytest.raises(
+        HarnessError, match=r"nan.onnx: onnxruntime fp32 produced NaN/Inf embeddings for 4 images, e.g. A/A_0001"
+    ):
         accuracy.embed(engine, ds, 4)
 
 
@@ -133,8 +154,14 @@ def test_pairs_parser_fuzz(tmp_path, lines, header):
 
 
 @FUZZ
-@given(st.lists(st.lists(st.one_of(st.text(max_size=5), st.floats().map(str), st.integers(-10, 300).map(str)),
-                         max_size=8).map("\t".join), max_size=6))
+@given(
+    st.lists(
+        st.lists(st.one_of(st.text(max_size=5), st.floats().map(str), st.integers(-10, 300).map(str)), max_size=8).map(
+            "\t".join
+        ),
+        max_size=6,
+    )
+)
 def test_boxes_parser_fuzz(tmp_path, rows):
     p = tmp_path / "boxes.tsv"
     p.write_text("path\tfaces\tx1\ty1\tx2\ty2\tprob\n" + "\n".join(rows) + "\n")

@@ -1,11 +1,12 @@
 """The artifact cache: whole files or nothing, content keys, one builder at a time."""
+
 import multiprocessing
 import os
 import time
 
 import pytest
 
-from harness import cache
+from harness.store import cache
 
 
 def test_failed_write_leaves_nothing(tmp_path):

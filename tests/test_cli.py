@@ -1,4 +1,5 @@
 """The command line: clear errors with exit code 2, and a complete report on a small real dataset."""
+
 import json
 import subprocess
 import sys
@@ -6,11 +7,11 @@ import sys
 import numpy as np
 import pytest
 
-from harness import accuracy, cli
+from harness import cli
+from harness.checks import accuracy
 from harness.engines import create as create_engine
 
 from .test_data import make_prealigned
-
 
 pytestmark = pytest.mark.usefixtures("no_lfw_env")  # these tests name their data explicitly
 
@@ -55,8 +56,21 @@ def test_unknown_and_planned_backends(facenet_reference_model, tmp_path, capsys)
 def test_accuracy_report_on_a_dataset_without_baseline(facenet_reference_model, tmp_path, capsys):
     images, pairs = make_prealigned(tmp_path)
     out = tmp_path / "r.json"
-    rc = cli.main(["accuracy", "--onnx", str(facenet_reference_model.path), "--lfw-dir", str(images), "--pairs", str(pairs),
-                   "--json", str(out), "--cache", str(tmp_path / "cache")])
+    rc = cli.main(
+        [
+            "accuracy",
+            "--onnx",
+            str(facenet_reference_model.path),
+            "--lfw-dir",
+            str(images),
+            "--pairs",
+            str(pairs),
+            "--json",
+            str(out),
+            "--cache",
+            str(tmp_path / "cache"),
+        ]
+    )
     assert rc == 3  # no baseline for this data: not a pass
     report = json.loads(out.read_text())
     for field in ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far", "eer", "threshold"):
@@ -80,7 +94,7 @@ def test_module_entry_point():
 
 
 def test_embeddings_cache_detects_corruption(facenet_reference_model, tmp_path):
-    from harness.data import Dataset
+    from harness.lfw.data import Dataset
 
     images, pairs = make_prealigned(tmp_path)
     ds = Dataset(images, pairs)

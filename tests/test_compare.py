@@ -1,8 +1,9 @@
 """The comparison rule: cosine per sample, Polygraphy's atol-AND-rtol per element, NaN/Inf always failing."""
+
 import numpy as np
 import pytest
 
-from harness.compare import Tolerance, compare
+from harness.checks.conformance import Tolerance, compare
 
 TOL = Tolerance(atol=1e-3, rtol=1e-2, min_cosine=0.999, mean_cosine=0.9999)
 KEYS = [f"P/P_{i:04d}" for i in range(4)]

@@ -1,10 +1,13 @@
 """Every engine against the FP32 reference on the fixed probe set, through the plugin's fixtures, with
 tolerances from the baselines; plus the probe set, the golden store and INT8 calibration rules."""
+
 import numpy as np
 import pytest
 
-from harness import accuracy, compare, data, precision
-from harness.verdicts import Verdict
+from harness.checks import accuracy, conformance
+from harness.core.verdicts import Verdict
+from harness.lfw import data
+from harness.model import quantize
 
 
 @pytest.fixture(scope="session")
@@ -36,8 +39,8 @@ def test_static_batch_engine_conforms(prepared, facenet_engines, facenet_lfw, fa
     engine = facenet_engines("onnxruntime", "fp32", model.inspect(prepared.static))
     sub = probe[:100]  # 64 + a partial batch of 36
     emb = accuracy.embed(engine, facenet_lfw, 64, indices=sub)[sub]
-    tol = compare.Tolerance.from_dict(facenet_store.precision_tolerance("fp32"))
-    result = compare.compare(golden[:100], emb, [facenet_lfw.keys[i] for i in sub], tol)
+    tol = conformance.Tolerance.from_dict(facenet_store.precision_tolerance("fp32"))
+    result = conformance.compare(golden[:100], emb, [facenet_lfw.keys[i] for i in sub], tol)
     assert result.passed, result.failures
 
 
@@ -52,19 +55,19 @@ def test_golden_store_matches_a_fresh_reference_run(facenet_reference, facenet_l
 def test_conformance_fails_a_perturbed_engine(facenet_gate, facenet_reference, probe):
     """The comparison is not vacuous: the reference's own embeddings, slightly rotated, fail fp32 tolerances."""
     ref, _ = facenet_gate.reference_probe(probe)
-    tol = compare.Tolerance.from_dict(facenet_gate.store.precision_tolerance("fp32"))
+    tol = conformance.Tolerance.from_dict(facenet_gate.store.precision_tolerance("fp32"))
     keys = [str(i) for i in probe]
-    assert compare.compare(ref, ref, keys, tol).passed
+    assert conformance.compare(ref, ref, keys, tol).passed
     noisy = ref + np.random.default_rng(0).normal(0, 1e-3, ref.shape).astype(np.float32)
     noisy /= np.linalg.norm(noisy, axis=1, keepdims=True)
-    failed = compare.compare(ref, noisy, keys, tol)
+    failed = conformance.compare(ref, noisy, keys, tol)
     assert not failed.passed and failed.element_failures > 0
 
 
 def test_probe_is_a_fixed_seeded_rule(facenet_lfw):
-    a = compare.probe_indices(facenet_lfw, 256, 0)
-    assert a == compare.probe_indices(facenet_lfw, 256, 0) and a == sorted(set(a)) and len(a) == 256
-    assert a != compare.probe_indices(facenet_lfw, 256, 1)
+    a = conformance.probe_indices(facenet_lfw, 256, 0)
+    assert a == conformance.probe_indices(facenet_lfw, 256, 0) and a == sorted(set(a)) and len(a) == 256
+    assert a != conformance.probe_indices(facenet_lfw, 256, 1)
 
 
 def test_calibration_images_are_outside_the_protocol(facenet_lfw):
@@ -83,7 +86,7 @@ def test_int8_cache_key_follows_calibration(facenet_reference_model, tmp_path):
     """In one cache: the same calibration reuses its model; another draw of images builds another one."""
     import cv2
 
-    from harness.data import Dataset
+    from harness.lfw.data import Dataset
 
     from .test_data import make_prealigned
 
@@ -95,30 +98,30 @@ def test_int8_cache_key_follows_calibration(facenet_reference_model, tmp_path):
     draw0, draw3 = ([k for k, _ in ds.calibration_files(2, s)] for s in (0, 3))
     assert draw0 != draw3
     cache = tmp_path / "cache"
-    first = precision.int8_model(facenet_reference_model, ds, cache, precision.Calibration(size=2, seed=0, batch_size=2))
-    again = precision.int8_model(facenet_reference_model, ds, cache, precision.Calibration(size=2, seed=0, batch_size=2))
+    first = quantize.int8_model(facenet_reference_model, ds, cache, quantize.Calibration(size=2, seed=0, batch_size=2))
+    again = quantize.int8_model(facenet_reference_model, ds, cache, quantize.Calibration(size=2, seed=0, batch_size=2))
     assert first == again and len(_records(cache)) == 1
-    other = precision.int8_model(facenet_reference_model, ds, cache, precision.Calibration(size=2, seed=3, batch_size=2))
+    other = quantize.int8_model(facenet_reference_model, ds, cache, quantize.Calibration(size=2, seed=3, batch_size=2))
     assert other != first and len(_records(cache)) == 2
 
 
 def test_int8_rebuilds_when_a_calibration_image_changes(facenet_reference_model, tmp_path):
     import cv2
 
-    from harness.data import Dataset
+    from harness.lfw.data import Dataset
 
     from .test_data import make_prealigned
 
     images, pairs = make_prealigned(tmp_path)
     ds = Dataset(images, pairs)
-    calib = precision.Calibration(size=2, batch_size=2)
+    calib = quantize.Calibration(size=2, batch_size=2)
     assert [k for k, _ in ds.calibration_files(2, 0)] == ["B/B_0002", "D/D_0001"]  # the two outside the protocol
-    precision.int8_model(facenet_reference_model, ds, tmp_path / "cache", calib)
-    precision.int8_model(facenet_reference_model, ds, tmp_path / "cache", calib)  # cached: no new record
+    quantize.int8_model(facenet_reference_model, ds, tmp_path / "cache", calib)
+    quantize.int8_model(facenet_reference_model, ds, tmp_path / "cache", calib)  # cached: no new record
     assert len(_records(tmp_path / "cache")) == 1
     img = cv2.imread(str(images / "D" / "D_0001.png"))
     cv2.imwrite(str(images / "D" / "D_0001.png"), 255 - img)
-    precision.int8_model(facenet_reference_model, Dataset(images, pairs), tmp_path / "cache", calib)
+    quantize.int8_model(facenet_reference_model, Dataset(images, pairs), tmp_path / "cache", calib)
     assert len(_records(tmp_path / "cache")) == 2
 
 

@@ -1,14 +1,17 @@
 """The engine contract kit (harness.testing) on every engine, and proof that it catches broken engines."""
+
 import numpy as np
 import pytest
 
+from harness.core.verdicts import Verdict
 from harness.engines import Engine
 from harness.testing import assert_engine_contract, check_engine
-from harness.verdicts import Verdict
 
 
 def test_every_engine_meets_the_contract(facenet_engine, facenet_lfw, facenet_store):
-    report = check_engine(facenet_engine, facenet_lfw, facenet_store.precision_tolerance(facenet_engine.precision)["atol"])
+    report = check_engine(
+        facenet_engine, facenet_lfw, facenet_store.precision_tolerance(facenet_engine.precision)["atol"]
+    )
     print(report)
     assert report, report
 
@@ -49,12 +52,15 @@ class _Wrapped(Engine):
         return {"backend": self.name, "version": "0", "device": "cpu", "precision": "fp32"}
 
 
-@pytest.mark.parametrize("defect, must_fail", [
-    ("stale", {"partial_batch"}),
-    ("nondeterministic", {"determinism"}),
-    ("batch_mixing", {"batch_invariance", "nan_isolation"}),
-    ("unnormalised", {"finite_normalised"}),
-])
+@pytest.mark.parametrize(
+    "defect, must_fail",
+    [
+        ("stale", {"partial_batch"}),
+        ("nondeterministic", {"determinism"}),
+        ("batch_mixing", {"batch_invariance", "nan_isolation"}),
+        ("unnormalised", {"finite_normalised"}),
+    ],
+)
 def test_contract_catches_defects(defect, must_fail, facenet_reference, facenet_lfw):
     report = check_engine(_Wrapped(facenet_reference, defect), facenet_lfw, 1e-5)
     failed = {c.name for c in report.checks if c.verdict is Verdict.FAIL}

@@ -1,12 +1,14 @@
 """The crop cache: LFW faces decoded and cropped once, then served bit-identical without decoding."""
+
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from harness import accuracy, data
-from harness.data import Dataset
+from harness.checks import accuracy
+from harness.lfw import data
+from harness.lfw.data import Dataset
 
 from .test_data import make_prealigned
 
@@ -20,7 +22,7 @@ def raw_subset(tmp_path, facenet_lfw, folds=3):
         (a, na), (b, nb) = (k.split("/")[1].rsplit("_", 1) for k in (p.first, p.second))
         return f"{a} {int(na)} {int(nb)}" if p.same else f"{a} {int(na)} {b} {int(nb)}"
 
-    lines = [f"{folds} 1"] + [line(p) for s, d in zip(same, diff) for p in (s, d)]
+    lines = [f"{folds} 1"] + [line(p) for s, d in zip(same, diff, strict=False) for p in (s, d)]
     pairs = tmp_path / "pairs.txt"
     pairs.write_text("\n".join(lines) + "\n")
     return Dataset(facenet_lfw.root, pairs, facenet_lfw.boxes_path)
@@ -32,7 +34,7 @@ def test_cached_batches_equal_decoded_ones_bit_for_bit(tmp_path, facenet_lfw):
     cached.use_crop_cache(tmp_path / "cache")
     idx = list(range(len(plain.keys)))[::-1]
     np.testing.assert_array_equal(cached.batch(idx), plain.batch(idx))
-    for (ci, cb), (pi, pb) in zip(cached.batches(5), plain.batches(5)):
+    for (ci, cb), (pi, pb) in zip(cached.batches(5), plain.batches(5), strict=False):
         assert ci == pi
         np.testing.assert_array_equal(cb, pb)
 
@@ -59,6 +61,7 @@ def test_embed_reports_the_time_outside_the_engine(tmp_path, facenet_lfw):
 
         def run(self, batch):
             import time
+
             time.sleep(0.05)
             return np.ones((len(batch), 512), np.float32) / np.sqrt(512)
 
@@ -84,8 +87,9 @@ def test_key_follows_the_image_bytes_and_the_preprocessing(tmp_path, monkeypatch
     changed = Dataset(images, pairs)
     assert changed.crops_key() != before
     changed.use_crop_cache(tmp_path / "cache")
-    np.testing.assert_array_equal(changed.crops()[changed.keys.index("D/D_0002")].transpose(1, 2, 0),
-                                  cv2.cvtColor(img, cv2.COLOR_BGR2RGB))
+    np.testing.assert_array_equal(
+        changed.crops()[changed.keys.index("D/D_0002")].transpose(1, 2, 0), cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    )
 
 
 def test_corrupted_cache_file_is_rebuilt(tmp_path):

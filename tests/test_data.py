@@ -1,4 +1,5 @@
 """The LFW protocol, face boxes, facenet's crop and the batch loader."""
+
 import re
 import textwrap
 
@@ -6,8 +7,8 @@ import cv2
 import numpy as np
 import pytest
 
-from harness import data
-from harness.data import Box, Dataset, HarnessError, facenet_crop, parse_pairs, read_boxes
+from harness.lfw import data
+from harness.lfw.data import Box, Dataset, HarnessError, facenet_crop, parse_pairs, read_boxes
 
 
 def write(tmp_path, name, text):
@@ -18,6 +19,7 @@ def write(tmp_path, name, text):
 
 # --- pairs.txt ----------------------------------------------------------------------------------
 
+
 def test_official_protocol(facenet_lfw):
     proto = facenet_lfw.protocol
     assert (proto.folds, proto.per_fold, len(proto.pairs)) == (10, 300, 6000)
@@ -25,8 +27,11 @@ def test_official_protocol(facenet_lfw):
     assert len(proto.image_keys) == 7701
     assert [p.fold for p in proto.pairs[:600]] == [0] * 600
     first = proto.pairs[0]  # 'Abel_Pacheco 1 4'
-    assert (first.first, first.second, first.same) == ("Abel_Pacheco/Abel_Pacheco_0001",
-                                                       "Abel_Pacheco/Abel_Pacheco_0004", True)
+    assert (first.first, first.second, first.same) == (
+        "Abel_Pacheco/Abel_Pacheco_0001",
+        "Abel_Pacheco/Abel_Pacheco_0004",
+        True,
+    )
     diff = proto.pairs[300]  # the first different-person line of fold 1
     assert not diff.same and diff.first.split("/")[0] != diff.second.split("/")[0]
 
@@ -43,21 +48,27 @@ GOOD = """
 def test_small_protocol(tmp_path):
     proto = parse_pairs(write(tmp_path, "pairs.txt", GOOD))
     assert [(p.first, p.second, p.same, p.fold) for p in proto.pairs] == [
-        ("A/A_0001", "A/A_0002", True, 0), ("B/B_0001", "C/C_0001", False, 0),
-        ("D/D_0001", "D/D_0003", True, 1), ("E/E_0002", "F/F_0001", False, 1)]
+        ("A/A_0001", "A/A_0002", True, 0),
+        ("B/B_0001", "C/C_0001", False, 0),
+        ("D/D_0001", "D/D_0003", True, 1),
+        ("E/E_0002", "F/F_0001", False, 1),
+    ]
 
 
-@pytest.mark.parametrize("text, message", [
-    ("", "empty"),
-    ("ten 300\n", "header 'ten 300'"),
-    ("2 1\nA 1 2\nB 1 C 1\nD 1 3\n", "promises 2 folds x 2 x 1 = 4 pairs, the file has 3"),
-    ("2 1\nA 1 2 3\nB 1 C 1\nD 1 3\nE 2 F 1\n", "same-person pair 'name n1 n2' (3 fields), got 4"),
-    ("2 1\nA 1 2\nB 1 C\nD 1 3\nE 2 F 1\n", "different-person pair 'name1 n1 name2 n2' (4 fields), got 3"),
-    ("2 1\nA 1 x\nB 1 C 1\nD 1 3\nE 2 F 1\n", "image number 'x' is not an integer"),
-    ("2 1\nA 1 2\nB 1 C 1\nA 2 1\nE 2 F 1\n", "duplicate of the pair on line 2"),
-    ("2 1\nA 1 1\nB 1 C 1\nD 1 3\nE 2 F 1\n", "pairs an image with itself"),
-    ("2 1\nA 1 2\nB 1 B 2\nD 1 3\nE 2 F 1\n", "names 'B' twice"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ("", "empty"),
+        ("ten 300\n", "header 'ten 300'"),
+        ("2 1\nA 1 2\nB 1 C 1\nD 1 3\n", "promises 2 folds x 2 x 1 = 4 pairs, the file has 3"),
+        ("2 1\nA 1 2 3\nB 1 C 1\nD 1 3\nE 2 F 1\n", "same-person pair 'name n1 n2' (3 fields), got 4"),
+        ("2 1\nA 1 2\nB 1 C\nD 1 3\nE 2 F 1\n", "different-person pair 'name1 n1 name2 n2' (4 fields), got 3"),
+        ("2 1\nA 1 x\nB 1 C 1\nD 1 3\nE 2 F 1\n", "image number 'x' is not an integer"),
+        ("2 1\nA 1 2\nB 1 C 1\nA 2 1\nE 2 F 1\n", "duplicate of the pair on line 2"),
+        ("2 1\nA 1 1\nB 1 C 1\nD 1 3\nE 2 F 1\n", "pairs an image with itself"),
+        ("2 1\nA 1 2\nB 1 B 2\nD 1 3\nE 2 F 1\n", "names 'B' twice"),
+    ],
+)
 def test_malformed_protocol_names_file_and_line(tmp_path, text, message):
     path = tmp_path / "pairs.txt"
     path.write_text(text)
@@ -73,6 +84,7 @@ def test_missing_pairs_file(tmp_path):
 
 # --- face boxes ---------------------------------------------------------------------------------
 
+
 def test_shared_boxes(facenet_lfw):
     assert len(facenet_lfw.boxes) == 13233
     assert facenet_lfw.boxes["Marilyn_Monroe/Marilyn_Monroe_0001"] is None  # MTCNN found no face
@@ -83,12 +95,15 @@ def test_shared_boxes(facenet_lfw):
 HEADER = "path\tfaces\tx1\ty1\tx2\ty2\tprob\n"
 
 
-@pytest.mark.parametrize("row, message", [
-    ("A/A_0001.jpg\t1\t10\t10\n", "4 columns"),
-    ("A/A_0001.jpg\t1\tnan\t10\t50\t50\t0.9\n", "not finite"),
-    ("A/A_0001.jpg\t1\t60\t10\t50\t50\t0.9\n", "negative or zero size"),
-    ("A/A_0001.jpg\t1\tten\t10\t50\t50\t0.9\n", "not four numbers"),
-])
+@pytest.mark.parametrize(
+    "row, message",
+    [
+        ("A/A_0001.jpg\t1\t10\t10\n", "4 columns"),
+        ("A/A_0001.jpg\t1\tnan\t10\t50\t50\t0.9\n", "not finite"),
+        ("A/A_0001.jpg\t1\t60\t10\t50\t50\t0.9\n", "negative or zero size"),
+        ("A/A_0001.jpg\t1\tten\t10\t50\t50\t0.9\n", "not four numbers"),
+    ],
+)
 def test_malformed_boxes_name_file_and_line(tmp_path, row, message):
     path = write(tmp_path, "boxes.tsv", "# comment\n" + HEADER + row)
     with pytest.raises(HarnessError, match=message) as err:
@@ -102,6 +117,7 @@ def test_boxes_need_the_header(tmp_path):
 
 
 # --- facenet's crop -----------------------------------------------------------------------------
+
 
 def gradient_image(h=250, w=250):
     y, x = np.mgrid[0:h, 0:w]
@@ -138,6 +154,7 @@ def test_normalize_layout_and_range():
 
 
 # --- the dataset --------------------------------------------------------------------------------
+
 
 def test_loader_is_rgb_and_uses_the_box(facenet_lfw):
     i = facenet_lfw.keys.index("Abel_Pacheco/Abel_Pacheco_0001")

@@ -1,6 +1,7 @@
-"""The first diverging layer (harness.diagnose): a damaged ONNX is traced to the layer that was damaged, a
+"""The first diverging layer (harness.checks.diagnose): a damaged ONNX is traced to the layer that was damaged, a
 healthy fp16/int8 engine reports no divergence, an int8 engine's layers are ranked by the error they add,
 and engines that cannot expose intermediates say so."""
+
 import json
 from types import SimpleNamespace as NS
 
@@ -9,9 +10,11 @@ import onnx
 import pytest
 from onnx import helper, numpy_helper
 
-from harness import cli, compare, diagnose, graph_passes, model, report
+from harness import cli, model, report
+from harness.checks import conformance, diagnose
+from harness.core.verdicts import Verdict
 from harness.engines import Engine
-from harness.verdicts import Verdict
+from harness.model import graph_passes
 
 from .test_accuracy import scaled_conv_onnx
 
@@ -19,8 +22,18 @@ pytestmark = pytest.mark.usefixtures("no_lfw_env")  # the CLI tests name their d
 
 
 def _data_args(lfw, tmp_path):
-    return ["--lfw-dir", str(lfw.root), "--pairs", str(lfw.protocol.path), "--boxes", str(lfw.boxes_path or ""),
-            "--baselines", str(tmp_path / "mine"), "--probe-size", "16"]
+    return [
+        "--lfw-dir",
+        str(lfw.root),
+        "--pairs",
+        str(lfw.protocol.path),
+        "--boxes",
+        str(lfw.boxes_path or ""),
+        "--baselines",
+        str(tmp_path / "mine"),
+        "--probe-size",
+        "16",
+    ]
 
 
 def swapped_channels_onnx(source, dest) -> str:
@@ -56,7 +69,9 @@ def test_scaled_convolution_is_named_by_conformance(facenet_lfw, facenet_referen
     at = conv_index(facenet_reference_model, target)
     assert first["after"] and all(s["index"] > at for s in first["after"])
     assert all(not s["diverged"] for s in first["layers"] if s["index"] < at)
-    assert len(first["samples"]) == 8 and f"first divergence (fp32, 8 worst probe images): DIVERGED: {target}" in printed
+    assert (
+        len(first["samples"]) == 8 and f"first divergence (fp32, 8 worst probe images): DIVERGED: {target}" in printed
+    )
 
 
 def conv_index(info, name):
@@ -80,15 +95,17 @@ def test_passing_conformance_has_no_diagnosis(facenet_gate, facenet_reference):
 
 
 @pytest.mark.parametrize("precision", ["fp16", "int8"])
-def test_healthy_reduced_precision_engines_do_not_diverge(facenet_gate, facenet_engines, facenet_reference_model,
-                                                          precision):
+def test_healthy_reduced_precision_engines_do_not_diverge(
+    facenet_gate, facenet_engines, facenet_reference_model, precision
+):
     engine = facenet_engines("onnxruntime", precision, facenet_reference_model)
     d = facenet_gate.diagnose(engine)
     print(d)
     assert d.status is diagnose.Status.WITHIN_TOLERANCE and d.node is None, d.why
     assert max(s.error for s in d.layers) <= d.tolerance.max_error
     assert d.tolerance.max_error == pytest.approx(
-        diagnose.LAYER_FACTOR * np.sqrt(2 * (1 - facenet_gate.store.precision_tolerance(precision)["min_cosine"])))
+        diagnose.LAYER_FACTOR * np.sqrt(2 * (1 - facenet_gate.store.precision_tolerance(precision)["min_cosine"]))
+    )
     assert [s.index for s in d.layers] == sorted(s.index for s in d.layers)  # topological order
     assert 0 < max(s.error for s in d.layers)  # reduced precision is measured, not matched against itself
     if precision == "int8":  # the QOperator graph: dequantized tensors, Conv+Relu fused
@@ -119,8 +136,12 @@ class ExposingEngine(Engine):
         super().__init__(model_info, precision, context)
         self.runner = diagnose.OnnxRunner(onnx.load(str(model_info.path)), str(model_info.path))
         g = onnx.load(str(model_info.path)).graph
-        self.fused = {n.output[0] for n in g.node for u in g.node
-                      if n.op_type == "Conv" and u.op_type == "Relu" and u.input[0] == n.output[0]}
+        self.fused = {
+            n.output[0]
+            for n in g.node
+            for u in g.node
+            if n.op_type == "Conv" and u.op_type == "Relu" and u.input[0] == n.output[0]
+        }
 
     def _run(self, batch):
         return self.runner(batch)[self.model.output_name]
@@ -139,15 +160,16 @@ class OpaqueEngine(ExposingEngine):
 
 
 def _images(lfw, n=4):
-    idx = compare.probe_indices(lfw, n, 0)
+    idx = conformance.probe_indices(lfw, n, 0)
     return lfw.batch(idx), [lfw.keys[i] for i in idx]
 
 
 def _tol(precision="fp32"):
-    from harness.baselines import BaselineStore
+    from harness.store.baselines import BaselineStore
 
-    return diagnose.LayerTolerance.for_precision(precision, compare.Tolerance.from_dict(
-        BaselineStore().precision_tolerance(precision)))
+    return diagnose.layer_tolerance(
+        precision, conformance.Tolerance.from_dict(BaselineStore().precision_tolerance(precision))
+    )
 
 
 def test_engine_debug_tensors_are_compared_and_fused_ones_named_hidden(facenet_lfw, facenet_reference_model, tmp_path):
@@ -159,8 +181,12 @@ def test_engine_debug_tensors_are_compared_and_fused_ones_named_hidden(facenet_l
         bad = diagnose.diagnose(broken, facenet_reference_model.path, images, keys, _tol())
     assert ok.status is diagnose.Status.WITHIN_TOLERANCE and len(ok.mapping["hidden"]) == len(same.fused) > 100
     # the damaged convolution is fused with its Relu in this engine: the Relu's output is where it shows
-    relu = next(n for n in onnx.load(str(damaged)).graph.node if n.op_type == "Relu"
-                and n.input[0] == next(c for c in onnx.load(str(damaged)).graph.node if c.name == target).output[0])
+    relu = next(
+        n
+        for n in onnx.load(str(damaged)).graph.node
+        if n.op_type == "Relu"
+        and n.input[0] == next(c for c in onnx.load(str(damaged)).graph.node if c.name == target).output[0]
+    )
     assert bad.status is diagnose.Status.DIVERGED and bad.node == relu.name and bad.tensor == relu.output[0]
 
 
@@ -207,10 +233,25 @@ def test_gate_markdown_shows_the_first_divergence(facenet_gate, facenet_engines,
     engine = facenet_engines("onnxruntime", "fp32", model.inspect(damaged))
     conf = facenet_gate.conformance(engine)
     assert not conf and conf.first_divergence.node == target
-    acc = NS(verdict=Verdict.PASS, checks=[], metrics={"accuracy_mean": 0.98, "accuracy_std": 0.01, "auc": 0.99,
-                                                       "eer": 0.02, "val": 0.9, "val_std": 0.01, "far": 0.001},
-             flipped_decisions=None, dataset=NS(pairs=6000))
-    md = "\n".join(report._row_markdown(NS(backend="onnxruntime", precision="fp32", verdict=Verdict.FAIL,
-                                           accuracy=acc, conformance=conf, perf=None)))
+    acc = NS(
+        verdict=Verdict.PASS,
+        checks=[],
+        metrics={
+            "accuracy_mean": 0.98,
+            "accuracy_std": 0.01,
+            "auc": 0.99,
+            "eer": 0.02,
+            "val": 0.9,
+            "val_std": 0.01,
+            "far": 0.001,
+        },
+        flipped_decisions=None,
+        dataset=NS(pairs=6000),
+    )
+    md = "\n".join(
+        report._row_markdown(
+            NS(backend="onnxruntime", precision="fp32", verdict=Verdict.FAIL, accuracy=acc, conformance=conf, perf=None)
+        )
+    )
     assert f"**First divergence**: DIVERGED: {target} (Conv) is the first layer" in md
     assert f"| **{target}** (first) | Conv |" in md

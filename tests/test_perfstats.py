@@ -1,9 +1,10 @@
-"""The statistical perf decision on synthetic series whose truth is known (harness.perfstats)."""
+"""The statistical perf decision on synthetic series whose truth is known (harness.checks.perfstats)."""
+
 import numpy as np
 import pytest
 
-from harness import perfstats
-from harness.verdicts import Verdict
+from harness.checks import perfstats
+from harness.core.verdicts import Verdict
 
 
 def series(median, n=60, cv=0.02, seed=0):

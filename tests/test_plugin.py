@@ -2,6 +2,7 @@
 with an entry point (a dist-info folder on sys.path, as pip would leave it) appears in
 ``facenet-harness engines``, is gated by the CLI and is parametrised by the pytest plugin, with no
 change to the harness."""
+
 import json
 import os
 import subprocess
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from harness import engines
-from harness.errors import HarnessError
+from harness.core.errors import HarnessError
 
 ENGINE = '''
 import importlib.util
@@ -67,8 +68,13 @@ def install_fake_dist(site: Path, name: str, entry_points: str, module: str | No
 @pytest.fixture
 def plugin_site(tmp_path):
     site = tmp_path / "site"
-    install_fake_dist(site, "dummy-facenet-engine", "[facenet_harness.engines]\ndummy = dummy_engine:DummyEngine\n",
-                      "dummy_engine", ENGINE)
+    install_fake_dist(
+        site,
+        "dummy-facenet-engine",
+        "[facenet_harness.engines]\ndummy = dummy_engine:DummyEngine\n",
+        "dummy_engine",
+        ENGINE,
+    )
     install_fake_dist(site, "broken-facenet-engine", "[facenet_harness.engines]\nbroken = not_there.engine:Broken\n")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site)] + sys.path)}
     return site, env
@@ -96,8 +102,11 @@ def test_installed_engine_is_listed_and_a_broken_one_says_why(plugin_site, tmp_p
 def test_installed_engine_is_gated_by_the_cli(plugin_site, tmp_path, facenet_lfw):
     _, env = plugin_site
     out = tmp_path / "conf.json"
-    proc = run(cli_cmd() + ["conformance", "--backend", "dummy", "--engine-option", "threads=2", "--json", str(out)],
-               env, tmp_path)
+    proc = run(
+        cli_cmd() + ["conformance", "--backend", "dummy", "--engine-option", "threads=2", "--json", str(out)],
+        env,
+        tmp_path,
+    )
     assert proc.returncode == 0, proc.stdout + proc.stderr
     doc = json.loads(out.read_text())
     assert doc["verdict"] == "PASS" and doc["engine"]["backend"] == "dummy"
@@ -108,7 +117,8 @@ def test_installed_engine_is_gated_by_the_cli(plugin_site, tmp_path, facenet_lfw
 def test_installed_engine_is_parametrised_by_the_pytest_plugin(plugin_site, tmp_path, facenet_lfw):
     _, env = plugin_site
     (tmp_path / "proj").mkdir()
-    (tmp_path / "proj" / "test_ours.py").write_text(textwrap.dedent('''
+    (tmp_path / "proj" / "test_ours.py").write_text(
+        textwrap.dedent("""
         import pytest
 
         @pytest.mark.conformance
@@ -121,27 +131,57 @@ def test_installed_engine_is_parametrised_by_the_pytest_plugin(plugin_site, tmp_
         @pytest.mark.facenet_select(precisions=["int8"])
         def test_int8_only(facenet_engine):
             raise AssertionError("--facenet-precision fp32 leaves no int8 engine: this must not run")
-    '''))
-    proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "-s", "-m", "conformance",
-                "--facenet-backend", "dummy,onnxruntime", "--facenet-precision", "fp32"], env, tmp_path / "proj")
+    """)
+    )
+    proc = run(
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "no:cacheprovider",
+            "-s",
+            "-m",
+            "conformance",
+            "--facenet-backend",
+            "dummy,onnxruntime",
+            "--facenet-precision",
+            "fp32",
+        ],
+        env,
+        tmp_path / "proj",
+    )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-2000:]
-    assert "test_conforms[dummy-fp32] ENGINE dummy PASS" in proc.stdout.replace("\n", " ") or \
-        "ENGINE dummy PASS" in proc.stdout
+    assert (
+        "test_conforms[dummy-fp32] ENGINE dummy PASS" in proc.stdout.replace("\n", " ")
+        or "ENGINE dummy PASS" in proc.stdout
+    )
     assert "2 passed, 1 skipped" in proc.stdout
-    proc = run([sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--facenet-backend", "nope"], env,
-               tmp_path / "proj")
+    proc = run(
+        [sys.executable, "-m", "pytest", "-p", "no:cacheprovider", "--facenet-backend", "nope"], env, tmp_path / "proj"
+    )
     assert proc.returncode == 4 and "--facenet-backend nope: unknown engine" in proc.stderr
 
 
 def test_registry_refuses_what_is_not_an_engine(tmp_path, monkeypatch):
     site = tmp_path / "site"
-    install_fake_dist(site, "odd-engine", "[facenet_harness.engines]\nodd = odd_engine:NotAnEngine\n",
-                      "odd_engine", "class NotAnEngine:\n    name = 'odd'\n")
+    install_fake_dist(
+        site,
+        "odd-engine",
+        "[facenet_harness.engines]\nodd = odd_engine:NotAnEngine\n",
+        "odd_engine",
+        "class NotAnEngine:\n    name = 'odd'\n",
+    )
     install_fake_dist(site, "shadow-engine", "[facenet_harness.engines]\n", None)
-    install_fake_dist(site, "raising-engine", "[facenet_harness.engines]\nraising = raising_engine:Raising\n",
-                      "raising_engine", "from harness.engines import Engine\n\n"
-                      "class Raising(Engine):\n    name = 'raising'\n    precisions = ('fp32',)\n\n"
-                      "    @classmethod\n    def availability(cls):\n        raise RuntimeError('no device')\n")
+    install_fake_dist(
+        site,
+        "raising-engine",
+        "[facenet_harness.engines]\nraising = raising_engine:Raising\n",
+        "raising_engine",
+        "from harness.engines import Engine\n\n"
+        "class Raising(Engine):\n    name = 'raising'\n    precisions = ('fp32',)\n\n"
+        "    @classmethod\n    def availability(cls):\n        raise RuntimeError('no device')\n",
+    )
     monkeypatch.syspath_prepend(str(site))
     items = {it.name: it for it in engines.catalogue()}
     assert not items["raising"].available and "raised RuntimeError: no device" in items["raising"].why
@@ -169,12 +209,27 @@ def test_engine_options_are_declared_and_checked(facenet_reference_model):
 def test_bench_exits_1_on_a_real_slowdown(plugin_site, tmp_path, facenet_lfw):
     """A baseline saved on this machine, then the same engine 1.4x slower (nothing else changed): FAIL, exit 1."""
     _, env = plugin_site
-    common = cli_cmd() + ["bench", "--backend", "dummy", "--cases", "compute-b8", "--warmup", "0.5",
-                          "--min-duration", "3", "--min-rounds", "12", "--baselines", str(tmp_path / "mine")]
+    common = cli_cmd() + [
+        "bench",
+        "--backend",
+        "dummy",
+        "--cases",
+        "compute-b8",
+        "--warmup",
+        "0.5",
+        "--min-duration",
+        "3",
+        "--min-rounds",
+        "12",
+        "--baselines",
+        str(tmp_path / "mine"),
+    ]
     saved = run(common + ["--save-baseline", "before the regression"], env, tmp_path)
     if saved.returncode == 4 and "not recorded (unstable" in saved.stderr + saved.stdout:
-        pytest.skip("the machine was too busy to record a baseline (it says so, exit 4): "
-                    + (saved.stderr + saved.stdout).strip().splitlines()[-1])
+        pytest.skip(
+            "the machine was too busy to record a baseline (it says so, exit 4): "
+            + (saved.stderr + saved.stdout).strip().splitlines()[-1]
+        )
     assert saved.returncode == 0 and "recorded as the baseline" in saved.stdout, saved.stdout + saved.stderr
     slow = run(common + ["--json", str(tmp_path / "slow.json")], {**env, "DUMMY_SLOWDOWN": "1.4"}, tmp_path)
     doc = json.loads((tmp_path / "slow.json").read_text())

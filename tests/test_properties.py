@@ -1,11 +1,12 @@
 """Property-based checks (hypothesis) of the engines and of the metrics."""
+
 import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sklearn.metrics import roc_auc_score
 
-from harness import metrics
+from harness.lfw import metrics
 
 from .test_metrics import lfw_like
 
@@ -21,7 +22,7 @@ def crops(facenet_lfw):
 
 @pytest.fixture(scope="module")
 def engine_case(facenet_engine, facenet_store, crops):
-    single = np.concatenate([facenet_engine.run(crops[i:i + 1]) for i in range(N)])
+    single = np.concatenate([facenet_engine.run(crops[i : i + 1]) for i in range(N)])
     return facenet_engine, single, facenet_store.precision_tolerance(facenet_engine.precision)["atol"]
 
 

@@ -1,6 +1,7 @@
 """The INT8 model for TensorRT/IxRT: written by ``facenet-harness quantize --for tensorrt``, held to TensorRT's
-Q/DQ rules (read here from the ONNX itself, independently of ``precision.check_tensorrt_qdq``), and gated on
+Q/DQ rules (read here from the ONNX itself, independently of ``quantize.check_tensorrt_qdq``), and gated on
 the CPU with fake-quant semantics (onnxruntime, graph optimisations off) before any GPU sees it."""
+
 import json
 
 import numpy as np
@@ -8,7 +9,9 @@ import onnx
 import pytest
 from onnx import numpy_helper
 
-from harness import cache, cli, precision
+from harness import cli
+from harness.model import quantize
+from harness.store import cache
 
 
 def dataset_args(lfw):
@@ -20,15 +23,22 @@ def trt_file(facenet_lfw, prepared, tmp_path_factory):
     """``quantize --for tensorrt --no-verify``: the file written, its exit code and report."""
     out = tmp_path_factory.mktemp("quantize") / "q.onnx"
     report = out.with_suffix(".json")
-    rc = cli.main(["quantize", "--for", "tensorrt", "--out", str(out), "--no-verify", "--json", str(report)]
-                  + dataset_args(facenet_lfw))
+    rc = cli.main(
+        ["quantize", "--for", "tensorrt", "--out", str(out), "--no-verify", "--json", str(report)]
+        + dataset_args(facenet_lfw)
+    )
     return out, rc, json.loads(report.read_text())
 
 
 def constants(graph):
     values = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
-    values.update({n.output[0]: numpy_helper.to_array(n.attribute[0].t) for n in graph.node
-                   if n.op_type == "Constant" and n.attribute[0].name == "value"})
+    values.update(
+        {
+            n.output[0]: numpy_helper.to_array(n.attribute[0].t)
+            for n in graph.node
+            if n.op_type == "Constant" and n.attribute[0].name == "value"
+        }
+    )
     return values
 
 
@@ -68,7 +78,7 @@ def test_written_model_is_tensorrt_ready(trt_file):
 
 def test_checker_accepts_the_written_model_and_flags_each_broken_rule(trt_file, tmp_path):
     path, _, _ = trt_file
-    assert precision.check_tensorrt_qdq(path) == []
+    assert quantize.check_tensorrt_qdq(path) == []
     m = onnx.load(str(path))
     values = constants(m.graph)
     inits = {i.name: i for i in m.graph.initializer}
@@ -82,23 +92,24 @@ def test_checker_accepts_the_written_model_and_flags_each_broken_rule(trt_file, 
     scale.CopyFrom(numpy_helper.from_array(values[dq.input[1]].max(keepdims=False).astype(np.float32), scale.name))
     dq.ClearField("attribute")  # one scale for the whole weight
     onnx.save(m, str(tmp_path / "broken.onnx"))
-    found = precision.check_tensorrt_qdq(tmp_path / "broken.onnx")
+    found = quantize.check_tensorrt_qdq(tmp_path / "broken.onnx")
     assert len(found) == 3, found  # the Q and the DQ sharing that zero point, and the per-tensor weight
     assert sum("is not 0" in f for f in found) == 2 and any(conv.name in f and "per tensor" in f for f in found)
 
 
 def test_checker_flags_onnxruntime_default_qdq(facenet_lfw, facenet_reference_model, cache_dir):
     """The model GPU engines got before: quantize_static's defaults (qdq-s8s8), asymmetric with int32 biases."""
-    old = precision.int8_model(facenet_reference_model, facenet_lfw, cache_dir,
-                               precision.Calibration(size=8, format="qdq-s8s8", batch_size=8))
-    found = precision.check_tensorrt_qdq(old)
+    old = quantize.int8_model(
+        facenet_reference_model, facenet_lfw, cache_dir, quantize.Calibration(size=8, format="qdq-s8s8", batch_size=8)
+    )
+    found = quantize.check_tensorrt_qdq(old)
     assert any("is not 0 (asymmetric)" in f for f in found), found
     assert any("int32 input" in f for f in found), found
 
 
 @pytest.fixture(scope="session")
 def trt_engine(facenet_engines, trt_file):
-    engine = facenet_engines("onnxruntime", "int8", int8_format=precision.TRT_INT8_FORMAT)
+    engine = facenet_engines("onnxruntime", "int8", int8_format=quantize.TRT_INT8_FORMAT)
     # exactly the file quantize wrote, run with every Q/DQ as a float op
     assert engine.describe()["engine_sha256"] == trt_file[2]["sha256"]
     assert engine.session.get_session_options().graph_optimization_level.name == "ORT_DISABLE_ALL"
@@ -133,8 +144,9 @@ def test_cpu_run_is_the_graphs_fake_quant_arithmetic(trt_engine, trt_file, facen
 def test_quantize_gates_the_file_on_the_cpu(facenet_lfw, trt_file, tmp_path, capsys):
     """The whole verb: write, check, then conformance and full-LFW accuracy of that file, both PASS, exit 0."""
     out, report = tmp_path / "q.onnx", tmp_path / "q.json"
-    rc = cli.main(["quantize", "--for", "tensorrt", "--out", str(out), "--json", str(report)]
-                  + dataset_args(facenet_lfw))
+    rc = cli.main(
+        ["quantize", "--for", "tensorrt", "--out", str(out), "--json", str(report)] + dataset_args(facenet_lfw)
+    )
     printed = capsys.readouterr().out
     doc = json.loads(report.read_text())
     assert doc["sha256"] == trt_file[2]["sha256"] == cache.sha256_file(out)  # cached: the same model

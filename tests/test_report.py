@@ -1,18 +1,17 @@
 """The gate report: Markdown, JSON, JUnit XML and the ROC PNG, end to end on a small real dataset."""
+
 import json
 import shutil
+from types import SimpleNamespace as NS
 from xml.etree import ElementTree as ET
 
 import pytest
 
-from types import SimpleNamespace as NS
-
 from harness import cli, report
-from harness.baselines import TOLERANCES_FILE, BaselineStore, shipped_folder
-from harness.verdicts import Check, Verdict
+from harness.core.verdicts import Check, Verdict
+from harness.store.baselines import TOLERANCES_FILE, BaselineStore, shipped_folder
 
 from .test_data import make_prealigned
-
 
 pytestmark = pytest.mark.usefixtures("no_lfw_env")  # these tests name their data explicitly
 
@@ -23,15 +22,39 @@ def test_gate_writes_every_report(facenet_reference_model, tmp_path, capsys):
     base = tmp_path / "baselines"  # tolerances only: no accuracy, perf or golden baselines apply
     base.mkdir()
     shutil.copy(shipped_folder() / TOLERANCES_FILE, base)
-    rc = cli.main(["gate", "--baselines", str(base), "--reference-onnx", str(facenet_reference_model.path), "--onnx", str(facenet_reference_model.path), "--lfw-dir", str(images), "--pairs", str(pairs),
-                   "--precisions", "fp32", "--perf-cases", "compute-b1", "--probe-size", "4",
-                   "--cache", str(tmp_path / "cache"), "--out", str(out)])
+    rc = cli.main(
+        [
+            "gate",
+            "--baselines",
+            str(base),
+            "--reference-onnx",
+            str(facenet_reference_model.path),
+            "--onnx",
+            str(facenet_reference_model.path),
+            "--lfw-dir",
+            str(images),
+            "--pairs",
+            str(pairs),
+            "--precisions",
+            "fp32",
+            "--perf-cases",
+            "compute-b1",
+            "--probe-size",
+            "4",
+            "--cache",
+            str(tmp_path / "cache"),
+            "--out",
+            str(out),
+        ]
+    )
     printed = capsys.readouterr().out
     assert rc == 3  # no accuracy baseline for this little dataset: not a pass
     md = (out / "gate.md").read_text()
     assert md.startswith("# FaceNet gate: NO BASELINE") and "Environment: " in md.splitlines()[2]
     assert "## onnxruntime fp32: NO BASELINE" in md and "| min / mean cosine |" in md
-    assert "| perf case | images/s | CV | baseline (stack, recorded) | ratio [95% CI] |" in md and "| compute-b1 |" in md
+    assert (
+        "| perf case | images/s | CV | baseline (stack, recorded) | ratio [95% CI] |" in md and "| compute-b1 |" in md
+    )
     assert printed.rstrip().endswith(f"ROC curves: {out / 'roc.png'}")
     doc = json.loads((out / "gate.json").read_text())
     assert doc["verdict"] == "NO BASELINE" and doc["rows"][0]["accuracy"]["dataset"]["pairs"] == 4
@@ -53,11 +76,19 @@ def test_gate_writes_every_report(facenet_reference_model, tmp_path, capsys):
 def test_junit_marks_failures_with_the_deciding_threshold():
     acc_check = Check.at_least("accuracy_mean", 0.97, 0.98)
     fps_check = Check.at_least("fps", 9000.0, 13560.6, why="0.631x of 14274.3, -5% allowed")
-    row = NS(backend="ixrt", precision="int8", verdict=Verdict.FAIL,
-             accuracy=NS(verdict=Verdict.FAIL, checks=[acc_check]),
-             conformance=NS(verdict=Verdict.PASS, failures=[]),
-             perf=NS(rows=[NS(case="compute-b64", fps=9000.0, verdict=fps_check.verdict, why=fps_check.why),
-                           NS(case="compute-b1", fps=10.0, verdict=Verdict.INCONCLUSIVE, why="cv 30%")]))
+    row = NS(
+        backend="ixrt",
+        precision="int8",
+        verdict=Verdict.FAIL,
+        accuracy=NS(verdict=Verdict.FAIL, checks=[acc_check]),
+        conformance=NS(verdict=Verdict.PASS, failures=[]),
+        perf=NS(
+            rows=[
+                NS(case="compute-b64", fps=9000.0, verdict=fps_check.verdict, why=fps_check.why),
+                NS(case="compute-b1", fps=10.0, verdict=Verdict.INCONCLUSIVE, why="cv 30%"),
+            ]
+        ),
+    )
     suite = ET.fromstring(report.gate_junit(NS(rows=[row])))
     assert suite.get("failures") == "2" and suite.get("skipped") == "1" and suite.get("tests") == "4"
     failure = suite.find("testcase[@name='accuracy']/failure")
@@ -70,15 +101,47 @@ def test_failed_and_inconclusive_parts_are_counted_and_shown():
     """Results are falsy unless they PASS: the gate and the report must test for presence, not truth."""
     from harness.gate import row_verdict
 
-    acc = NS(verdict=Verdict.PASS, checks=[], metrics={"accuracy_mean": 0.98, "accuracy_std": 0.01, "auc": 0.99,
-                                                       "eer": 0.02, "val": 0.9, "val_std": 0.01, "far": 0.001},
-             flipped_decisions=None, dataset=NS(pairs=6000))
-    conf = NS(verdict=Verdict.FAIL, failures=["min cosine 0.9 < 0.999"], stats={"min_cosine": 0.9, "mean_cosine": 0.99},
-              tolerance=NS(min_cosine=0.999, mean_cosine=0.9999), first_divergence=None)
-    perf = NS(verdict=Verdict.INCONCLUSIVE, rows=[NS(case="compute-b64", fps=80.0, cv=0.04, baseline=None, ratio=None,
-                                                    ratio_ci=None, normalised_ratio=None, normalised_ci=None,
-                                                    verdict=Verdict.INCONCLUSIVE, why="unstable measurement: load",
-                                                    breakdown=None, stage_deltas=[])])
+    acc = NS(
+        verdict=Verdict.PASS,
+        checks=[],
+        metrics={
+            "accuracy_mean": 0.98,
+            "accuracy_std": 0.01,
+            "auc": 0.99,
+            "eer": 0.02,
+            "val": 0.9,
+            "val_std": 0.01,
+            "far": 0.001,
+        },
+        flipped_decisions=None,
+        dataset=NS(pairs=6000),
+    )
+    conf = NS(
+        verdict=Verdict.FAIL,
+        failures=["min cosine 0.9 < 0.999"],
+        stats={"min_cosine": 0.9, "mean_cosine": 0.99},
+        tolerance=NS(min_cosine=0.999, mean_cosine=0.9999),
+        first_divergence=None,
+    )
+    perf = NS(
+        verdict=Verdict.INCONCLUSIVE,
+        rows=[
+            NS(
+                case="compute-b64",
+                fps=80.0,
+                cv=0.04,
+                baseline=None,
+                ratio=None,
+                ratio_ci=None,
+                normalised_ratio=None,
+                normalised_ci=None,
+                verdict=Verdict.INCONCLUSIVE,
+                why="unstable measurement: load",
+                breakdown=None,
+                stage_deltas=[],
+            )
+        ],
+    )
     assert row_verdict(acc, conf, perf) is Verdict.FAIL  # a failed conformance fails the row
     assert row_verdict(acc, None, perf) is Verdict.PASS  # an inconclusive perf row does not fail the gate
     row = NS(backend="onnxruntime", precision="int8", verdict=Verdict.FAIL, accuracy=acc, conformance=conf, perf=perf)

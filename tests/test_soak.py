@@ -3,15 +3,17 @@
 The defective engines below are the real onnxruntime engine with one deploy bug added each (a buffer
 shared between instances, memory kept per call): the soak must find each, and pass the clean engine.
 """
+
 import json
 import threading
 
 import numpy as np
 import pytest
 
-from harness import cli, engines, soak
+from harness import cli, engines
+from harness.checks import soak
+from harness.core.verdicts import Verdict
 from harness.engines.onnxruntime import OnnxRuntimeEngine
-from harness.verdicts import Verdict
 
 pytestmark = pytest.mark.conformance
 
@@ -29,10 +31,10 @@ class SharedOutput(OnnxRuntimeEngine):
     shared = np.zeros((64, 512), np.float32)
 
     def _run(self, batch):
-        SharedOutput.shared[:len(batch)] = 0
+        SharedOutput.shared[: len(batch)] = 0
         out = super()._run(batch)
-        SharedOutput.shared[:len(out)] += out
-        return SharedOutput.shared[:len(out)].copy()
+        SharedOutput.shared[: len(out)] += out
+        return SharedOutput.shared[: len(out)].copy()
 
 
 class Leaky(OnnxRuntimeEngine):
@@ -101,7 +103,21 @@ def test_a_worker_error_is_a_finding_with_its_place(facenet_gate):
 
 def test_soak_command_writes_its_report(tmp_path, capsys):
     out = tmp_path / "soak.json"
-    rc = cli.main(["soak", "--precision", "int8", "--minutes", "0.05", "--workers", "2", "--min-rotations", "2", "--json", str(out)])
+    rc = cli.main(
+        [
+            "soak",
+            "--precision",
+            "int8",
+            "--minutes",
+            "0.05",
+            "--workers",
+            "2",
+            "--min-rotations",
+            "2",
+            "--json",
+            str(out),
+        ]
+    )
     data = json.loads(out.read_text())
     text = capsys.readouterr().out
     assert (rc, data["verdict"]) == (0, "PASS"), text

@@ -2,6 +2,7 @@
 parametrisation (contract kit, conformance, accuracy): per-call numerics flags that never leak, precision
 availability with reasons, the float32 head of reduced precisions, the model it accepts, the compute-only
 view, and benchmarks/gpu_check.py's pack and run on the CPU. The CUDA-only test skips without a GPU."""
+
 import json
 import subprocess
 import sys
@@ -10,19 +11,21 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import bench, engines, environment
+from harness import engines
+from harness.checks import throughput
+from harness.core.errors import HarnessError
 from harness.engines import EngineUnavailable
-from harness.errors import HarnessError
+from harness.store import environment
 
 torch = pytest.importorskip("torch")
-from harness.engines import torch as torch_engine  # noqa: E402
+from harness.engines import torch as torch_engine  # noqa: E402 - only once torch is known to import
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
 def faces(facenet_lfw):
-    return facenet_lfw.batch(bench.probe_batch_indices(facenet_lfw, 6))
+    return facenet_lfw.batch(throughput.probe_batch_indices(facenet_lfw, 6))
 
 
 @pytest.fixture(scope="module")
@@ -84,18 +87,24 @@ def test_the_gate_leaves_out_what_this_machine_cannot_run(tmp_path, capsys):
     with the reason; one named explicitly that cannot run is an error (exit 2), not a silent skip."""
     from harness import cli
 
-    runnable = [p for p in torch_engine.TorchEngine.precisions
-                if torch_engine.TorchEngine.precision_availability(p, {"device": "auto"})]
-    rc = cli.main(["gate", "--backend", "torch", "--perf-cases", "", "--out", str(tmp_path),
-                   "--json", str(tmp_path / "g.json")])
+    runnable = [
+        p
+        for p in torch_engine.TorchEngine.precisions
+        if torch_engine.TorchEngine.precision_availability(p, {"device": "auto"})
+    ]
+    rc = cli.main(
+        ["gate", "--backend", "torch", "--perf-cases", "", "--out", str(tmp_path), "--json", str(tmp_path / "g.json")]
+    )
     err = capsys.readouterr().err
     rows = json.loads((tmp_path / "g.json").read_text())["rows"]
     assert [r["precision"] for r in rows] == runnable and rc == 0
     for p in set(torch_engine.TorchEngine.precisions) - set(runnable):
         assert f"leaving out torch {p}: " in err
     if "tf32" not in runnable:
-        assert cli.main(["gate", "--backend", "torch", "--precisions", "tf32", "--perf-cases", "",
-                         "--out", str(tmp_path)]) == 2
+        assert (
+            cli.main(["gate", "--backend", "torch", "--precisions", "tf32", "--perf-cases", "", "--out", str(tmp_path)])
+            == 2
+        )
 
 
 def test_an_unavailable_precision_is_an_engine_unavailable_with_the_reason(facenet_model):
@@ -151,13 +160,13 @@ def test_describes_what_changes_its_outputs(fp32):
     d = fp32.describe()
     assert d["backend"] == "torch" and d["version"] == torch.__version__ and d["tf32"] is False
     assert d["precision"] == "fp32" and d["torch_device"] == "cpu" and d["channels_last"] is True
-    ident = bench.identity(fp32)
+    ident = throughput.identity(fp32)
     assert "cpu" in ident and ident["settings"]["device"] == "cpu"
-    assert bench.stack(fp32)["runtime"] == f"torch {torch.__version__}"
+    assert throughput.stack(fp32)["runtime"] == f"torch {torch.__version__}"
 
 
 def test_gpu_check_normalises_like_the_harness(facenet_lfw):
-    from harness import data
+    from harness.lfw import data
 
     sys.path.insert(0, str(ROOT / "benchmarks"))
     import gpu_check
@@ -170,14 +179,37 @@ def test_gpu_check_normalises_like_the_harness(facenet_lfw):
 def test_gpu_check_packs_and_runs_on_the_cpu(tmp_path, facenet_lfw, facenet_reference_model):
     script = ROOT / "benchmarks" / "gpu_check.py"
     pack, out = tmp_path / "pack", tmp_path / "out"
-    subprocess.run([sys.executable, str(script), "--pack", str(pack), "--limit", "2"], check=True, cwd=tmp_path,
-                   capture_output=True, text=True)
+    subprocess.run(
+        [sys.executable, str(script), "--pack", str(pack), "--limit", "2"],
+        check=True,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     meta = json.loads((pack / "meta.json").read_text())
     assert meta["model_sha256"] == facenet_reference_model.sha256 and meta["probe_images"] == 2
     assert meta["pairs"] == 2 * 2 * facenet_lfw.protocol.folds
-    proc = subprocess.run([sys.executable, str(script), "--run", str(pack), "--device", "cpu", "--precisions",
-                           "fp32,tf32", "--seconds", "0.2", "--perf-batch", "2", "--out", str(out)],
-                          cwd=tmp_path, capture_output=True, text=True)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(script),
+            "--run",
+            str(pack),
+            "--device",
+            "cpu",
+            "--precisions",
+            "fp32,tf32",
+            "--seconds",
+            "0.2",
+            "--perf-batch",
+            "2",
+            "--out",
+            str(out),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     report = json.loads((out / "gpu_check.json").read_text())
     row = report["precisions"]["fp32"]
@@ -204,7 +236,7 @@ def test_cuda_graphs_equal_eager_and_are_timed_by_events(cuda_model, facenet_eng
     assert np.abs(a - b).max() <= atol
     assert set(graphs.timings) == {"h2d_ms", "compute_ms", "d2h_ms"} and graphs.timings["compute_ms"] > 0
     assert graphs.device_kind == "gpu" and "compute_capability" in graphs.describe()
-    assert bench.stack(graphs)["driver"]
+    assert throughput.stack(graphs)["driver"]
 
 
 def test_numerics_are_shared_by_threads_that_want_the_same_and_never_mixed():

@@ -9,6 +9,7 @@ of the real pybind11 signatures fails, and a real member the fake has no behavio
 used. The fakes pin the API contract (call sequence, flags, shapes, buffers, lifetimes); they
 compute nothing FaceNet-like and are never presented as an engine.
 """
+
 import ctypes
 import json
 import re
@@ -19,12 +20,12 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from harness import cache
+from harness.core.errors import HarnessError
 from harness.engines import EngineContext, EngineUnavailable
 from harness.engines import cuda as cuda_mod
 from harness.engines import tensorrt as trt_engine
-from harness.errors import HarnessError
 from harness.model import ModelInfo
+from harness.store import cache
 
 ROW_IN, ROW_OUT = 3 * 160 * 160, 512
 API = Path(__file__).parent / "data" / "tensorrt_api"
@@ -37,9 +38,10 @@ def surface(name: str) -> dict:
 
 # --- fakes derived from a fixture ------------------------------------------------------------------
 
+
 def _params(signature: str) -> tuple[int, int]:
     """(required, total) arguments after self of one pybind11 / Cython signature line."""
-    inner = signature[signature.index("(") + 1: signature.rindex(")")]
+    inner = signature[signature.index("(") + 1 : signature.rindex(")")]
     parts, depth, cur = [], 0, ""
     for ch in inner:
         depth += ch in "[(<" and 1 or (ch in "])>" and -1 or 0)
@@ -60,15 +62,18 @@ def _checked(where: str, signatures: list[str], fn):
 
     def call(*args, **kwargs):
         n = len(args) - 1 + len(kwargs)  # args[0] is self
-        assert not arities or any(lo <= n <= hi for lo, hi in arities), \
+        assert not arities or any(lo <= n <= hi for lo, hi in arities), (
             f"{where} called with {n} argument(s); the real bindings take {signatures}"
+        )
         return fn(*args, **kwargs)
+
     return call
 
 
 def _missing(where: str):
     def fail(*args, **kwargs):
         raise AssertionError(f"{where} exists in the real bindings, but this fake gives it no behaviour")
+
     return fail
 
 
@@ -85,11 +90,18 @@ def real_class(api: dict, cls: str, behaviour: dict, drop=()):
         if info["kind"] == "method":
             attrs[name] = _checked(where, info["signatures"], impl or _missing(where))
         elif info["kind"] == "property":
-            getter = impl if callable(impl) else (lambda v: lambda self: v)(impl) if impl is not None else \
-                (lambda w: lambda self: _missing(w)())(where)
+            getter = (
+                impl
+                if callable(impl)
+                else (lambda v: lambda self: v)(impl)
+                if impl is not None
+                else (lambda w: lambda self: _missing(w)())(where)
+            )
+
             def setter(self, value, name=name):
                 self.__dict__[f"_set_{name}"] = value
                 behaviour.get("__set__", lambda *a: None)(self, name, value)
+
             attrs[name] = property(getter, setter if info["settable"] else None)
         else:  # a class-level attribute such as Logger.WARNING
             attrs[name] = impl if impl is not None else types.SimpleNamespace(name=name)
@@ -100,6 +112,7 @@ def real_class(api: dict, cls: str, behaviour: dict, drop=()):
         if name not in members and name != "state":  # 'state': the fake context's own bookkeeping
             raise AttributeError(f"{cls} of {api['source']['package']} {api['source']['version']} has no {name!r}")
         object.__setattr__(self, name, value)
+
     attrs["__setattr__"] = setattr_
     return type(cls, (), attrs)
 
@@ -240,30 +253,46 @@ def fake_sdk(fixture, rec, cuda, *, batch=None, parse_errors=(), build_none=Fals
     def parser_init(self, network, logger):
         rec("trt", "OnnxParser")
 
-    Parser = cls("OnnxParser", {
-        "__init__": parser_init,
-        "parse": lambda self, data, *a: (rec("parser", "parse", len(data)), not parse_errors)[1],
-        "num_errors": lambda self: (rec("parser", "num_errors"), len(parse_errors))[1],
-        "get_error": lambda self, i: (rec("parser", "get_error", i), parse_errors[i])[1]})
-    Config = cls("IBuilderConfig", {
-        "set_flag": lambda self, flag: rec("config", "set_flag", flag.name),
-        "clear_flag": lambda self, flag: rec("config", "clear_flag", flag.name),
-        "set_memory_pool_limit": lambda self, pool, size: rec("config", "set_memory_pool_limit", pool.name, size),
-        "add_optimization_profile": lambda self, p: (rec("config", "add_optimization_profile"), 0)[1],
-        "__set__": lambda self, k, v: rec("config", f"set {k}", v)})
-    Profile = cls("IOptimizationProfile", {
-        "set_shape": lambda self, name, lo, opt, hi: rec("profile", "set_shape", name, lo, opt, hi)})
+    Parser = cls(
+        "OnnxParser",
+        {
+            "__init__": parser_init,
+            "parse": lambda self, data, *a: (rec("parser", "parse", len(data)), not parse_errors)[1],
+            "num_errors": lambda self: (rec("parser", "num_errors"), len(parse_errors))[1],
+            "get_error": lambda self, i: (rec("parser", "get_error", i), parse_errors[i])[1],
+        },
+    )
+    Config = cls(
+        "IBuilderConfig",
+        {
+            "set_flag": lambda self, flag: rec("config", "set_flag", flag.name),
+            "clear_flag": lambda self, flag: rec("config", "clear_flag", flag.name),
+            "set_memory_pool_limit": lambda self, pool, size: rec("config", "set_memory_pool_limit", pool.name, size),
+            "add_optimization_profile": lambda self, p: (rec("config", "add_optimization_profile"), 0)[1],
+            "__set__": lambda self, k, v: rec("config", f"set {k}", v),
+        },
+    )
+    Profile = cls(
+        "IOptimizationProfile",
+        {"set_shape": lambda self, name, lo, opt, hi: rec("profile", "set_shape", name, lo, opt, hi)},
+    )
 
     def builder_init(self, logger):
         rec("trt", "Builder")
 
-    Builder = cls("Builder", {
-        "__init__": builder_init,
-        "create_network": lambda self, flags=0: (rec("builder", "create_network", flags), Network())[1],
-        "create_builder_config": lambda self: (rec("builder", "create_builder_config"), Config())[1],
-        "create_optimization_profile": lambda self: (rec("builder", "create_optimization_profile"), Profile())[1],
-        "build_serialized_network": lambda self, network, config: (
-            rec("builder", "build_serialized_network"), None if build_none else b"PLAN" + fixture.encode())[1]})
+    Builder = cls(
+        "Builder",
+        {
+            "__init__": builder_init,
+            "create_network": lambda self, flags=0: (rec("builder", "create_network", flags), Network())[1],
+            "create_builder_config": lambda self: (rec("builder", "create_builder_config"), Config())[1],
+            "create_optimization_profile": lambda self: (rec("builder", "create_optimization_profile"), Profile())[1],
+            "build_serialized_network": lambda self, network, config: (
+                rec("builder", "build_serialized_network"),
+                None if build_none else b"PLAN" + fixture.encode(),
+            )[1],
+        },
+    )
 
     class State:
         shape, addr = None, {}
@@ -302,10 +331,17 @@ def fake_sdk(fixture, rec, cuda, *, batch=None, parse_errors=(), build_none=Fals
         self._compute(self.state.shape[0] if self.state.shape else batch, bindings[0], bindings[1])
         return True
 
-    Context = cls("IExecutionContext", {
-        "set_input_shape": set_input_shape, "set_tensor_address": set_tensor_address,
-        "execute_async_v3": execute_async_v3, "set_binding_shape": set_binding_shape,
-        "execute_v2": execute_v2, "execute_async_v2": execute_async_v2})
+    Context = cls(
+        "IExecutionContext",
+        {
+            "set_input_shape": set_input_shape,
+            "set_tensor_address": set_tensor_address,
+            "execute_async_v3": execute_async_v3,
+            "set_binding_shape": set_binding_shape,
+            "execute_v2": execute_v2,
+            "execute_async_v2": execute_async_v2,
+        },
+    )
     Context._compute = compute
 
     def new_context(self):
@@ -316,42 +352,62 @@ def fake_sdk(fixture, rec, cuda, *, batch=None, parse_errors=(), build_none=Fals
 
     names = ["input", "embeddings"]
     shape_of = {"input": in_shape, "embeddings": (batch or -1, 512)}
-    Engine = cls("ICudaEngine", {
-        "num_io_tensors": 2, "num_bindings": 2,
-        "get_tensor_name": lambda self, i: names[i],
-        "get_tensor_mode": lambda self, n: tensor_mode.INPUT if n == "input" else tensor_mode.OUTPUT,
-        "get_tensor_shape": lambda self, n: shape_of[n],
-        "get_tensor_dtype": lambda self, n: data_type.FLOAT,
-        "get_binding_name": lambda self, i: names[i],
-        "binding_is_input": lambda self, i: i == 0,
-        "get_binding_shape": lambda self, i: shape_of[names[i]],
-        "get_binding_dtype": lambda self, i: data_type.FLOAT,
-        "create_execution_context": new_context})
+    Engine = cls(
+        "ICudaEngine",
+        {
+            "num_io_tensors": 2,
+            "num_bindings": 2,
+            "get_tensor_name": lambda self, i: names[i],
+            "get_tensor_mode": lambda self, n: tensor_mode.INPUT if n == "input" else tensor_mode.OUTPUT,
+            "get_tensor_shape": lambda self, n: shape_of[n],
+            "get_tensor_dtype": lambda self, n: data_type.FLOAT,
+            "get_binding_name": lambda self, i: names[i],
+            "binding_is_input": lambda self, i: i == 0,
+            "get_binding_shape": lambda self, i: shape_of[names[i]],
+            "get_binding_dtype": lambda self, i: data_type.FLOAT,
+            "create_execution_context": new_context,
+        },
+    )
 
     def runtime_init(self, logger):
         rec("trt", "Runtime")
 
-    Runtime = cls("Runtime", {
-        "__init__": runtime_init,
-        "deserialize_cuda_engine": lambda self, plan: (rec("runtime", "deserialize_cuda_engine", plan), Engine())[1]})
+    Runtime = cls(
+        "Runtime",
+        {
+            "__init__": runtime_init,
+            "deserialize_cuda_engine": lambda self, plan: (rec("runtime", "deserialize_cuda_engine", plan), Engine())[
+                1
+            ],
+        },
+    )
 
     def logger_init(self, min_severity=None):
         rec("trt", "Logger", min_severity)
 
     severity = Member("WARNING", 2)
     Logger = cls("Logger", {"__init__": logger_init, "WARNING": severity})
-    provided = {"Builder": Builder, "OnnxParser": Parser, "Runtime": Runtime, "Logger": Logger, **enums,
-                "__version__": api.get("version_attribute", api["source"]["version"])}
+    provided = {
+        "Builder": Builder,
+        "OnnxParser": Parser,
+        "Runtime": Runtime,
+        "Logger": Logger,
+        **enums,
+        "__version__": api.get("version_attribute", api["source"]["version"]),
+    }
     for name in api["module"]:
         if name in provided and name not in drop.get("module", ()):
             setattr(sdk, name, provided[name])
     sdk.__file__ = f"/nonexistent/{fixture}/tensorrt/__init__.py"
-    sdk.fake_extra = {c.__name__: c._fake_extra for c in (Tensor, Network, Parser, Config, Profile, Builder,
-                                                           Context, Engine, Runtime, Logger)}
+    sdk.fake_extra = {
+        c.__name__: c._fake_extra
+        for c in (Tensor, Network, Parser, Config, Profile, Builder, Context, Engine, Runtime, Logger)
+    }
     return sdk
 
 
 # --- helpers -----------------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def onnx_file(tmp_path):
@@ -364,13 +420,26 @@ def info(path, batch):
     return ModelInfo(path, cache.sha256_file(path), "input", "embeddings", batch, None, None, True)
 
 
-def make(fixture, onnx_file, tmp_path, batch=None, device=None, parse_errors=(), build_none=False, precision="fp16",
-         engine_cls=trt_engine.TensorRTEngine, drop=None, dataset=None, **options):
+def make(
+    fixture,
+    onnx_file,
+    tmp_path,
+    batch=None,
+    device=None,
+    parse_errors=(),
+    build_none=False,
+    precision="fp16",
+    engine_cls=trt_engine.TensorRTEngine,
+    drop=None,
+    dataset=None,
+    **options,
+):
     rec = Rec()
     cuda = FakeCuda(rec, device)
     sdk = fake_sdk(fixture, rec, cuda, batch=batch, parse_errors=parse_errors, build_none=build_none, drop=drop)
-    engine = engine_cls(info(onnx_file, batch), precision, EngineContext(tmp_path / "cache", dataset), sdk=sdk,
-                        cuda=cuda, **options)
+    engine = engine_cls(
+        info(onnx_file, batch), precision, EngineContext(tmp_path / "cache", dataset), sdk=sdk, cuda=cuda, **options
+    )
     return engine, rec
 
 
@@ -384,7 +453,7 @@ def expected(x):
 
 def build_calls(rec):
     m = rec.methods()
-    return m[m.index(("trt", "Builder")):m.index(("builder", "build_serialized_network")) + 1]
+    return m[m.index(("trt", "Builder")) : m.index(("builder", "build_serialized_network")) + 1]
 
 
 def flags(rec):
@@ -392,6 +461,7 @@ def flags(rec):
 
 
 # --- the fixtures themselves -------------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("fixture", [*TRT_FIXTURES, "cuda-bindings-12.x"])
 def test_fixtures_record_their_wheel(fixture):
@@ -410,11 +480,15 @@ def test_what_the_sdks_really_offer():
     assert "STRONGLY_TYPED" in t11["enums"]["NetworkDefinitionCreationFlag"]
     assert "EXPLICIT_BATCH" not in t11["enums"]["NetworkDefinitionCreationFlag"]
     assert "execute_async_v2" in t8["classes"]["IExecutionContext"]  # the TensorRT 8 binding API (IxRT)
-    assert "num_bindings" not in t10["classes"]["ICudaEngine"] and "execute_async_v2" not in t11["classes"]["IExecutionContext"]
+    assert (
+        "num_bindings" not in t10["classes"]["ICudaEngine"]
+        and "execute_async_v2" not in t11["classes"]["IExecutionContext"]
+    )
 
 
-@pytest.mark.parametrize("fixture, typing, api", [("8.6", "weak", "binding"), ("10.x", "weak", "tensor"),
-                                                  ("11.x", "strong", "tensor")])
+@pytest.mark.parametrize(
+    "fixture, typing, api", [("8.6", "weak", "binding"), ("10.x", "weak", "tensor"), ("11.x", "strong", "tensor")]
+)
 def test_declared_api_of_each_path_exists_in_the_real_bindings(fixture, typing, api):
     """BUILD_API / RUN_API of the path a generation takes name only members its real bindings have."""
     real = surface(fixture)
@@ -424,8 +498,11 @@ def test_declared_api_of_each_path_exists_in_the_real_bindings(fixture, typing, 
     missing = []
     for part in declared:
         for owner, names in part.items():
-            have = set(real["module"]) if owner == "module" else (
-                set(real["enums"][owner]) if owner in real["enums"] else set(real["classes"].get(owner, ())))
+            have = (
+                set(real["module"])
+                if owner == "module"
+                else (set(real["enums"][owner]) if owner in real["enums"] else set(real["classes"].get(owner, ())))
+            )
             missing += [f"{owner}.{n}" for n in names if n not in have]
     assert not missing, f"not in {real['source']['wheel']}: {missing}"
 
@@ -434,13 +511,29 @@ def test_declared_api_of_each_path_exists_in_the_real_bindings(fixture, typing, 
 def test_fake_behaviour_only_for_real_members(fixture, tmp_path):
     """A behaviour written for a member the real class lacks would never be reached: none is."""
     sdk = fake_sdk(fixture, Rec(), FakeCuda(Rec()))
-    expected_extra = {"8.6": {"IExecutionContext": [], "ICudaEngine": []},
-                      "10.x": {"IExecutionContext": ["execute_async_v2", "set_binding_shape"],
-                               "ICudaEngine": ["binding_is_input", "get_binding_dtype", "get_binding_name",
-                                               "get_binding_shape", "num_bindings"]},
-                      "11.x": {"IExecutionContext": ["execute_async_v2", "set_binding_shape"],
-                               "ICudaEngine": ["binding_is_input", "get_binding_dtype", "get_binding_name",
-                                               "get_binding_shape", "num_bindings"]}}[fixture]
+    expected_extra = {
+        "8.6": {"IExecutionContext": [], "ICudaEngine": []},
+        "10.x": {
+            "IExecutionContext": ["execute_async_v2", "set_binding_shape"],
+            "ICudaEngine": [
+                "binding_is_input",
+                "get_binding_dtype",
+                "get_binding_name",
+                "get_binding_shape",
+                "num_bindings",
+            ],
+        },
+        "11.x": {
+            "IExecutionContext": ["execute_async_v2", "set_binding_shape"],
+            "ICudaEngine": [
+                "binding_is_input",
+                "get_binding_dtype",
+                "get_binding_name",
+                "get_binding_shape",
+                "num_bindings",
+            ],
+        },
+    }[fixture]
     for cls, extra in sdk.fake_extra.items():
         assert extra == expected_extra.get(cls, []), (cls, extra)
 
@@ -448,7 +541,7 @@ def test_fake_behaviour_only_for_real_members(fixture, tmp_path):
 def test_a_member_the_real_bindings_lack_fails():
     sdk = fake_sdk("11.x", Rec(), FakeCuda(Rec()))
     with pytest.raises(AttributeError):
-        sdk.BuilderFlag.FP16
+        _ = sdk.BuilderFlag.FP16
     config = sdk.Builder(sdk.Logger()).create_builder_config()
     with pytest.raises(AttributeError):
         config.max_workspace_size = 1
@@ -457,6 +550,7 @@ def test_a_member_the_real_bindings_lack_fails():
 
 
 # --- the builder per generation ----------------------------------------------------------------------
+
 
 @pytest.mark.parametrize("precision", ["fp32", "fp16"])
 def test_tensorrt_11_is_strongly_typed(onnx_file, tmp_path, precision, monkeypatch):
@@ -484,18 +578,25 @@ def test_tensorrt_10_keeps_builder_flags(onnx_file, tmp_path, precision, expect)
     engine, rec = make("10.x", onnx_file, tmp_path, batch=64, precision=precision)
     assert engine.typing == "weak" and engine.api == "tensor"
     assert flags(rec) == expect
-    assert build_calls(rec) == [("trt", "Builder"), ("builder", "create_network"), ("trt", "OnnxParser"),
-                                ("parser", "parse"), ("builder", "create_builder_config"),
-                                ("config", "set_memory_pool_limit"), (("config", "clear_flag") if precision == "fp32"
-                                                                      else ("config", "set_flag")),
-                                ("network", "get_input"), ("builder", "build_serialized_network")]
+    assert build_calls(rec) == [
+        ("trt", "Builder"),
+        ("builder", "create_network"),
+        ("trt", "OnnxParser"),
+        ("parser", "parse"),
+        ("builder", "create_builder_config"),
+        ("config", "set_memory_pool_limit"),
+        (("config", "clear_flag") if precision == "fp32" else ("config", "set_flag")),
+        ("network", "get_input"),
+        ("builder", "build_serialized_network"),
+    ]
     assert ("config", "set_memory_pool_limit", "WORKSPACE", 1 << 30) in rec.calls
     assert ("builder", "create_optimization_profile") not in rec.methods()  # a static engine needs no profile
 
 
 @pytest.fixture
 def int8_models(tmp_path, monkeypatch):
-    """precision.tensorrt_int8_model replaced by a recorder of its arguments (the model itself: tests/test_quantize.py)."""
+    """quantize.tensorrt_int8_model replaced by a recorder of its arguments (the model itself:
+    tests/test_quantize.py)."""
     qdq = tmp_path / "qdq.onnx"
     qdq.write_bytes(b"a QDQ model")
     asked = []
@@ -508,12 +609,18 @@ def int8_models(tmp_path, monkeypatch):
     return asked
 
 
-@pytest.mark.parametrize("fixture, expect", [("11.x", []), ("10.x", [("set_flag", "FP16"), ("set_flag", "INT8")]),
-                                             ("8.6", [("set_flag", "FP16"), ("set_flag", "INT8")])])
+@pytest.mark.parametrize(
+    "fixture, expect",
+    [
+        ("11.x", []),
+        ("10.x", [("set_flag", "FP16"), ("set_flag", "INT8")]),
+        ("8.6", [("set_flag", "FP16"), ("set_flag", "INT8")]),
+    ],
+)
 def test_int8_is_built_from_the_qdq_model(onnx_file, tmp_path, int8_models, fixture, expect):
     dataset = object()
     engine, rec = make(fixture, onnx_file, tmp_path, batch=64, precision="int8", dataset=dataset)
-    assert int8_models == [(onnx_file, dataset, trt_engine.precision_.TRT_INT8_FORMAT)]
+    assert int8_models == [(onnx_file, dataset, trt_engine.quantize_.TRT_INT8_FORMAT)]
     assert ("parser", "parse", len(b"a QDQ model")) in rec.calls
     assert flags(rec) == expect
 
@@ -544,10 +651,13 @@ def test_unknown_sdk_generation_exits_2_from_the_cli(monkeypatch, capsys, onnx_f
 
 # --- the runner ---------------------------------------------------------------------------------------
 
+
 def test_named_tensor_api_static_batch(onnx_file, tmp_path):
     engine, rec = make("10.x", onnx_file, tmp_path, batch=64)
-    assert [c for c in rec.calls if c[1] == "alloc"] == [("cuda", "alloc", 64 * ROW_IN * 4),
-                                                         ("cuda", "alloc", 64 * ROW_OUT * 4)]
+    assert [c for c in rec.calls if c[1] == "alloc"] == [
+        ("cuda", "alloc", 64 * ROW_IN * 4),
+        ("cuda", "alloc", 64 * ROW_OUT * 4),
+    ]
     first, second = rows(64, 1), rows(5, 2)
     np.testing.assert_array_equal(engine.run(first), expected(first))
     rec.calls.clear()
@@ -575,8 +685,13 @@ def test_ixrt_binding_api_on_the_harness_stream(onnx_file, tmp_path):
 
 def test_binding_path_without_async_syncs_before_execute_v2(onnx_file, tmp_path):
     """An IxRT release without execute_async_v2: the copy-in is waited for before execute_v2."""
-    engine, rec = make("8.6", onnx_file, tmp_path, engine_cls=trt_engine.IxRTEngine,
-                       drop={"IExecutionContext": ["execute_async_v2"], "IBuilderConfig": ["set_memory_pool_limit"]})
+    engine, rec = make(
+        "8.6",
+        onnx_file,
+        tmp_path,
+        engine_cls=trt_engine.IxRTEngine,
+        drop={"IExecutionContext": ["execute_async_v2"], "IBuilderConfig": ["set_memory_pool_limit"]},
+    )
     assert ("config", "set max_workspace_size", 1 << 30) in rec.calls  # no memory pools in such a release
     rec.calls.clear()
     x = rows(3)
@@ -622,9 +737,14 @@ def test_engine_cache_is_keyed_by_driver_sdk_typing_and_tf32(onnx_file, tmp_path
         make("10.x", onnx_file, tmp_path, batch=64, device=device)
     assert all(json.loads(p.with_suffix(".json").read_text())["sha256"] == cache.sha256_file(p) for p in plans)
     spec = trt_engine.BuildSpec(onnx_file, "fp32", 64)
-    keys = {trt_engine.engine_key(s, "10.16", {}) for s in
-            (spec, trt_engine.BuildSpec(onnx_file, "fp32", 64, typing="strong"),
-             trt_engine.BuildSpec(onnx_file, "fp16", 64))}
+    keys = {
+        trt_engine.engine_key(s, "10.16", {})
+        for s in (
+            spec,
+            trt_engine.BuildSpec(onnx_file, "fp32", 64, typing="strong"),
+            trt_engine.BuildSpec(onnx_file, "fp16", 64),
+        )
+    }
     assert len(keys) == 3 and not spec.tf32
 
 
@@ -638,8 +758,9 @@ def test_close_releases_everything_once(onnx_file, tmp_path, monkeypatch):
     rec = Rec()
     cuda = FakeCuda(rec)
     monkeypatch.setattr(trt_engine, "Cuda", lambda: cuda)
-    engine = trt_engine.TensorRTEngine(info(onnx_file, 64), "fp32", EngineContext(tmp_path / "cache"),
-                                       sdk=fake_sdk("11.x", rec, cuda, batch=64))
+    engine = trt_engine.TensorRTEngine(
+        info(onnx_file, 64), "fp32", EngineContext(tmp_path / "cache"), sdk=fake_sdk("11.x", rec, cuda, batch=64)
+    )
     with engine:
         engine.run(rows(2))
         assert all(cuda.live[k] > 0 for k in ("alloc", "pinned", "event", "stream"))
@@ -657,8 +778,9 @@ def test_close_after_a_device_error_still_releases_everything(onnx_file, tmp_pat
     rec = Rec()
     cuda = FakeCuda(rec)
     monkeypatch.setattr(trt_engine, "Cuda", lambda: cuda)
-    engine = trt_engine.TensorRTEngine(info(onnx_file, 64), "fp32", EngineContext(tmp_path / "cache"),
-                                       sdk=fake_sdk("11.x", rec, cuda, batch=64))
+    engine = trt_engine.TensorRTEngine(
+        info(onnx_file, 64), "fp32", EngineContext(tmp_path / "cache"), sdk=fake_sdk("11.x", rec, cuda, batch=64)
+    )
     engine.run(rows(2))
 
     def sticky(stream):
@@ -673,11 +795,13 @@ def test_close_after_a_device_error_still_releases_everything(onnx_file, tmp_pat
 
 def test_compute_view_times_execution_alone(onnx_file, tmp_path, facenet_lfw):
     """The compute-only view uploads once, then times executions without copies (as the deployment's FPS)."""
-    from harness import bench
+    from harness.checks import throughput
 
     engine, rec = make("10.x", onnx_file, tmp_path, batch=64)
-    case = bench.Case("compute", 8)
-    m = bench.measure(engine, facenet_lfw, case, bench.Settings(warmup_s=0.0, min_duration_s=0.0, min_rounds=3, max_attempts=1))
+    case = throughput.Case("compute", 8)
+    m = throughput.measure(
+        engine, facenet_lfw, case, throughput.Settings(warmup_s=0.0, min_duration_s=0.0, min_rounds=3, max_attempts=1)
+    )
     assert len(m.latencies) == 3
     htod = [c for c in rec.calls if c[1] == "htod"]
     executes = [c for c in rec.calls if c[1] == "execute_async_v3"]
@@ -691,6 +815,7 @@ def test_unknown_engine_option_is_refused(onnx_file, tmp_path):
 
 
 # --- loading the SDK -----------------------------------------------------------------------------------
+
 
 @pytest.fixture
 def sdk_import(monkeypatch, tmp_path):
@@ -745,6 +870,7 @@ def test_unavailable_sdk_names_what_is_missing():
 
 # --- CUDA: cuda-python (fixture-derived) and pycuda ----------------------------------------------------
 
+
 class CudaError(int):
     @property
     def name(self):
@@ -767,6 +893,7 @@ def fake_cudart(rec, *, device_count=1, count_error=0):
             host[buf.ctypes.data] = buf
             rec("cudart", kind, size)
             return ret(kind, buf.ctypes.data)
+
         return alloc
 
     def free(kind):
@@ -774,6 +901,7 @@ def fake_cudart(rec, *, device_count=1, count_error=0):
             host.pop(int(ptr))
             rec("cudart", kind)
             return ret(kind)
+
         return release
 
     def memcpy(dst, src, count, kind, stream):
@@ -794,10 +922,14 @@ def fake_cudart(rec, *, device_count=1, count_error=0):
         "cudaGetDeviceCount": lambda: (rec("cudart", "cudaGetDeviceCount"), (CudaError(count_error), device_count))[1],
         "cudaGetDeviceProperties": lambda device: ret("cudaGetDeviceProperties", props),
         "cudaDriverGetVersion": lambda: ret("cudaDriverGetVersion", 12080),
-        "cudaMalloc": malloc("cudaMalloc"), "cudaFree": free("cudaFree"),
-        "cudaMallocHost": malloc("cudaMallocHost"), "cudaFreeHost": free("cudaFreeHost"),
-        "cudaStreamCreate": create("cudaStreamCreate"), "cudaStreamDestroy": destroy("cudaStreamDestroy"),
-        "cudaEventCreate": create("cudaEventCreate"), "cudaEventDestroy": destroy("cudaEventDestroy"),
+        "cudaMalloc": malloc("cudaMalloc"),
+        "cudaFree": free("cudaFree"),
+        "cudaMallocHost": malloc("cudaMallocHost"),
+        "cudaFreeHost": free("cudaFreeHost"),
+        "cudaStreamCreate": create("cudaStreamCreate"),
+        "cudaStreamDestroy": destroy("cudaStreamDestroy"),
+        "cudaEventCreate": create("cudaEventCreate"),
+        "cudaEventDestroy": destroy("cudaEventDestroy"),
         "cudaMemcpyAsync": memcpy,
         "cudaStreamSynchronize": lambda s: (rec("cudart", "cudaStreamSynchronize"), ret("cudaStreamSynchronize"))[1],
         "cudaEventRecord": lambda e, s: ret("cudaEventRecord"),
@@ -807,8 +939,11 @@ def fake_cudart(rec, *, device_count=1, count_error=0):
     for name, fn in behaviour.items():
         if name in api["functions"]:  # a function the real module lacks stays absent
             sig = api["functions"][name]["signature"]
-            setattr(mod, name, (lambda f, w, s: lambda *a: _checked(w, [s], lambda _self, *b: f(*b))(None, *a))(
-                fn, name, sig))
+            setattr(
+                mod,
+                name,
+                (lambda f, w, s: lambda *a: _checked(w, [s], lambda _self, *b: f(*b))(None, *a))(fn, name, sig),
+            )
     mod.cudaMemcpyKind = real_enum(api, "cudaMemcpyKind")
     mod.host = host
     return mod
@@ -821,13 +956,16 @@ def test_cuda_python_engine_lifecycle_frees_everything(onnx_file, tmp_path):
     rt = fake_cudart(rec)
     cuda = cuda_mod.Cuda(cuda_mod._CudaPython(rt))
     sdk = fake_sdk("11.x", rec, None, batch=None)
-    engine = trt_engine.TensorRTEngine(info(onnx_file, None), "fp32", EngineContext(tmp_path / "cache"), sdk=sdk,
-                                       cuda=cuda)
+    engine = trt_engine.TensorRTEngine(
+        info(onnx_file, None), "fp32", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=cuda
+    )
     assert engine.describe()["device"] == "Fake GPU" and engine.describe()["compute_capability"] == "9.0"
     x = rows(9, 5)
     np.testing.assert_array_equal(engine.run(x), expected(x))
-    assert {c[2] for c in rec.calls if c[1] == "cudaMemcpyAsync"} == {"cudaMemcpyHostToDevice",
-                                                                     "cudaMemcpyDeviceToHost"}
+    assert {c[2] for c in rec.calls if c[1] == "cudaMemcpyAsync"} == {
+        "cudaMemcpyHostToDevice",
+        "cudaMemcpyDeviceToHost",
+    }
     pinned = [c[2] for c in rec.calls if c[1] == "cudaMallocHost"]
     assert pinned == [64 * ROW_IN * 4, 64 * ROW_OUT * 4]  # the staging buffers are page-locked
     assert [c[1] for c in rec.calls].count("cudaEventCreate") == 4
@@ -835,8 +973,12 @@ def test_cuda_python_engine_lifecycle_frees_everything(onnx_file, tmp_path):
     assert [c[1] for c in rec.calls].count("cudaEventCreate") == 4  # once per engine
     engine.close()
     count = [c[1] for c in rec.calls].count
-    for made, freed in (("cudaMalloc", "cudaFree"), ("cudaMallocHost", "cudaFreeHost"),
-                        ("cudaEventCreate", "cudaEventDestroy"), ("cudaStreamCreate", "cudaStreamDestroy")):
+    for made, freed in (
+        ("cudaMalloc", "cudaFree"),
+        ("cudaMallocHost", "cudaFreeHost"),
+        ("cudaEventCreate", "cudaEventDestroy"),
+        ("cudaStreamCreate", "cudaStreamDestroy"),
+    ):
         assert count(made) == count(freed) > 0, (made, freed)
     assert not rt.host
 
@@ -845,8 +987,10 @@ def test_cuda_python_without_a_gpu_is_unavailable_with_the_reason():
     rt = fake_cudart(Rec(), device_count=0, count_error=35)
     why = cuda_mod.probe(("cuda-python", rt))
     assert "cudaGetDeviceCount" in why and "cudaError35" in why
-    assert cuda_mod.probe(("cuda-python", fake_cudart(Rec(), device_count=0))) == \
-        "no CUDA device: the driver reports 0 devices"
+    assert (
+        cuda_mod.probe(("cuda-python", fake_cudart(Rec(), device_count=0)))
+        == "no CUDA device: the driver reports 0 devices"
+    )
     assert cuda_mod.probe(("cuda-python", fake_cudart(Rec()))) is None
 
 

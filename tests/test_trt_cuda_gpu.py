@@ -5,6 +5,7 @@ the stream and the events are real CUDA through cuda-python or pycuda, and the f
 'compute' is a device-to-device copy of each row's first 512 values. Skips, with the reason, without
 a CUDA binding or a GPU.
 """
+
 import subprocess
 import sys
 import textwrap
@@ -13,10 +14,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from harness.core.errors import HarnessError
 from harness.engines import EngineContext
 from harness.engines import cuda as cuda_mod
 from harness.engines import tensorrt as trt_engine
-from harness.errors import HarnessError
 
 from .test_trt_contract import ROW_IN, ROW_OUT, Rec, expected, fake_sdk, info, rows
 
@@ -39,14 +40,25 @@ def device_copy(cuda):
         rt = impl.rt
 
         def copy(dst, src, n, stream):
-            impl._check(rt.cudaMemcpy2DAsync(dst, ROW_OUT * 4, src, ROW_IN * 4, ROW_OUT * 4, n,
-                                             rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice, stream))
+            impl._check(
+                rt.cudaMemcpy2DAsync(
+                    dst,
+                    ROW_OUT * 4,
+                    src,
+                    ROW_IN * 4,
+                    ROW_OUT * 4,
+                    n,
+                    rt.cudaMemcpyKind.cudaMemcpyDeviceToDevice,
+                    stream,
+                )
+            )
     else:
         drv = impl.drv
 
         def copy(dst, src, n, stream):
             for i in range(n):
                 drv.memcpy_dtod_async(int(dst) + i * ROW_OUT * 4, int(src) + i * ROW_IN * 4, ROW_OUT * 4, stream)
+
     return copy
 
 
@@ -74,9 +86,14 @@ def gpu_sdk(fixture, rec, gpu, batch):
     return sdk, stream
 
 
-@pytest.mark.parametrize("fixture, batch, engine_cls", [("11.x", 64, trt_engine.TensorRTEngine),
-                                                       ("10.x", None, trt_engine.TensorRTEngine),
-                                                       ("8.6", None, trt_engine.IxRTEngine)])
+@pytest.mark.parametrize(
+    "fixture, batch, engine_cls",
+    [
+        ("11.x", 64, trt_engine.TensorRTEngine),
+        ("10.x", None, trt_engine.TensorRTEngine),
+        ("8.6", None, trt_engine.IxRTEngine),
+    ],
+)
 def test_runner_moves_real_device_memory(real_cuda, fixture, batch, engine_cls, tmp_path):
     onnx_file = tmp_path / "m.onnx"
     onnx_file.write_bytes(b"fake onnx")
@@ -103,7 +120,9 @@ def test_in_place_execution_on_the_device(real_cuda, tmp_path):
     onnx_file.write_bytes(b"fake onnx")
     gpu = GpuFakeCuda(real_cuda)
     sdk, stream = gpu_sdk("10.x", Rec(), gpu, 64)
-    engine = trt_engine.TensorRTEngine(info(onnx_file, 64), "fp32", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=gpu)
+    engine = trt_engine.TensorRTEngine(
+        info(onnx_file, 64), "fp32", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=gpu
+    )
     stream["s"] = engine.stream
     x = rows(8, 4)
     engine.load_in_place(x)
@@ -145,7 +164,12 @@ def test_engine_lifecycle_exits_cleanly(real_cuda, tmp_path):
                 assert np.array_equal(engine.run(x), expected(x))
         print("closed")
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300,
-                          cwd=Path(__file__).resolve().parent.parent)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=Path(__file__).resolve().parent.parent,
+    )
     assert proc.returncode == 0 and "closed" in proc.stdout, proc.stderr[-2000:]
     assert "abort" not in proc.stderr.lower() and "context" not in proc.stderr.lower(), proc.stderr[-2000:]

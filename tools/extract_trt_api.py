@@ -16,6 +16,7 @@ for the libraries it links (a C compiler and binutils' ``nm`` are needed), impor
 in a child process with them, and records what ``dir()``, the enums and pybind11's signatures say.
 Nothing is called on the SDK. cuda-bindings imports without a GPU, so it is imported as it is.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -29,8 +30,20 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-TRT_CLASSES = ["Logger", "ILogger", "Builder", "OnnxParser", "Runtime", "IBuilderConfig", "INetworkDefinition",
-               "ITensor", "IOptimizationProfile", "ICudaEngine", "IExecutionContext", "IHostMemory"]
+TRT_CLASSES = [
+    "Logger",
+    "ILogger",
+    "Builder",
+    "OnnxParser",
+    "Runtime",
+    "IBuilderConfig",
+    "INetworkDefinition",
+    "ITensor",
+    "IOptimizationProfile",
+    "ICudaEngine",
+    "IExecutionContext",
+    "IHostMemory",
+]
 TRT_ENUMS = ["BuilderFlag", "NetworkDefinitionCreationFlag", "MemoryPoolType", "DataType", "TensorIOMode"]
 CUDA_ENUMS = ["cudaMemcpyKind", "cudaError_t"]
 NOT_STUBBED = re.compile(r"^(_?Py|_ITM_|__gmon_start__|__pthread_key_create|_ZGT|dl(open|sym|close|error)$|pthread_)")
@@ -128,8 +141,9 @@ def stub_libraries(so: Path, folder: Path) -> None:
     for lib in needed:
         if re.match(r"lib(nvinfer|nvonnxparser|nvparsers|ixrt|nvinfer_plugin)", lib):
             cc = os.environ.get("CC", "cc")
-            subprocess.run([cc, "-shared", "-fPIC", f"-Wl,-soname,{lib}", "-o", str(folder / lib), str(src)],
-                           check=True)
+            subprocess.run(
+                [cc, "-shared", "-fPIC", f"-Wl,-soname,{lib}", "-o", str(folder / lib), str(src)], check=True
+            )
 
 
 def extract(wheel: Path, extra: list[Path]) -> dict:
@@ -150,8 +164,10 @@ def extract(wheel: Path, extra: list[Path]) -> dict:
             stub_libraries(so, libs)
             env["LD_LIBRARY_PATH"] = f"{libs}:{env.get('LD_LIBRARY_PATH', '')}"
             argv = ["trt", str(so), json.dumps(TRT_CLASSES), json.dumps(TRT_ENUMS)]
-            method = ("the wheel's tensorrt.so imported with empty stand-in SDK libraries; dir(), enum "
-                      "__members__ and pybind11 signatures recorded")
+            method = (
+                "the wheel's tensorrt.so imported with empty stand-in SDK libraries; dir(), enum "
+                "__members__ and pybind11 signatures recorded"
+            )
         elif (site / "cuda" / "bindings").is_dir():
             argv = ["cuda", str(site), "[]", json.dumps(CUDA_ENUMS)]
             method = "cuda.bindings.runtime imported (no GPU needed); functions, docstring signatures and returns"
@@ -167,17 +183,31 @@ def extract(wheel: Path, extra: list[Path]) -> dict:
             if m:
                 surface["module"] = sorted(set(surface["module"]) | {"__version__"})
                 surface["version_attribute"] = m.group(1)
-    return {"source": {"wheel": wheel.name, "sha256": sha256(wheel), "package": name, "version": version,
-                       "with": [{"wheel": w.name, "sha256": sha256(w)} for w in extra],
-                       "extracted_by": "tools/extract_trt_api.py", "method": method},
-            **surface}
+    return {
+        "source": {
+            "wheel": wheel.name,
+            "sha256": sha256(wheel),
+            "package": name,
+            "version": version,
+            "with": [{"wheel": w.name, "sha256": sha256(w)} for w in extra],
+            "extracted_by": "tools/extract_trt_api.py",
+            "method": method,
+        },
+        **surface,
+    }
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("wheel", type=Path)
-    ap.add_argument("--with", dest="extra", type=Path, action="append", default=[],
-                    help="another wheel the module needs at import (cuda-pathfinder for cuda-bindings)")
+    ap.add_argument(
+        "--with",
+        dest="extra",
+        type=Path,
+        action="append",
+        default=[],
+        help="another wheel the module needs at import (cuda-pathfinder for cuda-bindings)",
+    )
     ap.add_argument("--out", type=Path, required=True)
     args = ap.parse_args(argv)
     data = extract(args.wheel, args.extra)

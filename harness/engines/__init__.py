@@ -9,18 +9,32 @@ A third-party package makes its engine known with, in its pyproject.toml::
 and it then appears in ``facenet-harness engines``, in ``--backend myengine`` and in the pytest
 plugin's parametrisation, with no change to the harness.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import importlib
 import importlib.metadata
 
-from ..errors import HarnessError
-from .base import Availability, Capability, Engine, EngineContext, EngineUnavailable, Option
+from harness.core.errors import HarnessError
+from harness.engines.base import Availability, Capability, Engine, EngineContext, EngineUnavailable, Option
 
-__all__ = ["Availability", "Capability", "Engine", "EngineContext", "EngineUnavailable", "Option",
-           "ENTRY_POINT_GROUP", "EngineEntry", "CatalogueItem", "entries", "engine_class", "catalogue", "create",
-           "parse_options"]
+__all__ = [
+    "Availability",
+    "Capability",
+    "Engine",
+    "EngineContext",
+    "EngineUnavailable",
+    "Option",
+    "ENTRY_POINT_GROUP",
+    "EngineEntry",
+    "CatalogueItem",
+    "entries",
+    "engine_class",
+    "catalogue",
+    "create",
+    "parse_options",
+]
 
 ENTRY_POINT_GROUP = "facenet_harness.engines"
 BUILTINS = {
@@ -44,14 +58,18 @@ class EngineEntry:
             for part in attr.split("."):
                 obj = getattr(obj, part)
         except Exception as e:  # a broken plug-in must not take the harness down
-            raise HarnessError(f"engine {self.name!r} ({self.source}): cannot load {self.target} "
-                               f"({type(e).__name__}: {e}).") from None
+            raise HarnessError(
+                f"engine {self.name!r} ({self.source}): cannot load {self.target} ({type(e).__name__}: {e})."
+            ) from None
         if not (isinstance(obj, type) and issubclass(obj, Engine)):
-            raise HarnessError(f"engine {self.name!r} ({self.source}): {self.target} is not a subclass of "
-                               "harness.engines.Engine.")
+            raise HarnessError(
+                f"engine {self.name!r} ({self.source}): {self.target} is not a subclass of harness.engines.Engine."
+            )
         if getattr(obj, "name", None) != self.name:
-            raise HarnessError(f"engine {self.name!r} ({self.source}): {self.target}.name is "
-                               f"{getattr(obj, 'name', None)!r}; it must equal the entry-point name.")
+            raise HarnessError(
+                f"engine {self.name!r} ({self.source}): {self.target}.name is "
+                f"{getattr(obj, 'name', None)!r}; it must equal the entry-point name."
+            )
         return obj
 
 
@@ -63,12 +81,16 @@ def entries() -> dict[str, EngineEntry]:
         source = f"{dist.metadata['Name']} {dist.version}" if dist is not None else "entry point"
         if ep.name in BUILTINS:
             if ep.value != BUILTINS[ep.name]:
-                raise HarnessError(f"{source} registers an engine named {ep.name!r}, a built-in engine's name; "
-                                   "rename it in its entry points.")
+                raise HarnessError(
+                    f"{source} registers an engine named {ep.name!r}, a built-in engine's name; "
+                    "rename it in its entry points."
+                )
             continue  # the harness's own distribution may list its built-ins too
         if ep.name in out and out[ep.name].target != ep.value:
-            raise HarnessError(f"two installed packages register the engine {ep.name!r}: {out[ep.name].source} "
-                               f"and {source}; uninstall one.")
+            raise HarnessError(
+                f"two installed packages register the engine {ep.name!r}: {out[ep.name].source} "
+                f"and {source}; uninstall one."
+            )
         out[ep.name] = EngineEntry(ep.name, ep.value, source)
     return out
 
@@ -76,8 +98,9 @@ def entries() -> dict[str, EngineEntry]:
 def engine_class(name: str) -> type[Engine]:
     known = entries()
     if name not in known:
-        raise HarnessError(f"unknown engine {name!r}; known: {', '.join(known)} "
-                           "(list them with 'facenet-harness engines').")
+        raise HarnessError(
+            f"unknown engine {name!r}; known: {', '.join(known)} (list them with 'facenet-harness engines')."
+        )
     return known[name].load()
 
 
@@ -102,8 +125,17 @@ def catalogue() -> list[CatalogueItem]:
         except HarnessError as e:
             out.append(CatalogueItem(entry.name, (), False, str(e), entry.source))
             continue
-        out.append(CatalogueItem(entry.name, tuple(cls.precisions), avail.ok, avail.why, entry.source,
-                                 tuple(cls.options), cls.capabilities))
+        out.append(
+            CatalogueItem(
+                entry.name,
+                tuple(cls.precisions),
+                avail.ok,
+                avail.why,
+                entry.source,
+                tuple(cls.options),
+                cls.capabilities,
+            )
+        )
     return out
 
 

@@ -16,6 +16,7 @@ declared in ``capabilities``:
 CPU's identity and normalised by a CPU canary, a GPU engine's by the GPU's name and compute capability.
 ``availability()`` must be cheap and must not import a heavy SDK (``importlib.util.find_spec``).
 """
+
 from __future__ import annotations
 
 import abc
@@ -23,13 +24,14 @@ import collections
 import dataclasses
 import enum
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
-from ..errors import HarnessError
-from ..model import ModelInfo
+from harness.core.errors import HarnessError
+from harness.model import ModelInfo
 
 
 class EngineUnavailable(HarnessError):
@@ -65,11 +67,14 @@ class Option:
         try:
             v = self.type(value)
         except (TypeError, ValueError) as e:
-            raise HarnessError(f"engine {engine!r}: option {self.name}={value!r} is not a valid "
-                               f"{getattr(self.type, '__name__', self.type)} ({e}).") from None
+            raise HarnessError(
+                f"engine {engine!r}: option {self.name}={value!r} is not a valid "
+                f"{getattr(self.type, '__name__', self.type)} ({e})."
+            ) from None
         if self.choices is not None and v not in self.choices:
-            raise HarnessError(f"engine {engine!r}: option {self.name}={v!r}; choose one of "
-                               f"{', '.join(map(str, self.choices))}.")
+            raise HarnessError(
+                f"engine {engine!r}: option {self.name}={v!r}; choose one of {', '.join(map(str, self.choices))}."
+            )
         return v
 
 
@@ -78,7 +83,7 @@ class EngineContext:
     """What the harness lends every engine: where to cache artifacts, and the dataset (INT8 calibration)."""
 
     cache_dir: Path | None = None
-    dataset: Any = None  # harness.data.Dataset
+    dataset: Any = None  # harness.lfw.data.Dataset
 
 
 class Engine(abc.ABC):
@@ -108,13 +113,16 @@ class Engine(abc.ABC):
         if unknown:
             offered = ", ".join(sorted(known)) or "none"
             raise HarnessError(f"engine {cls.name!r} has no option {', '.join(unknown)}; its options: {offered}.")
-        return {n: (o.convert(cls.name, given[n]) if n in given and given[n] is not None else o.default)
-                for n, o in known.items()}
+        return {
+            n: (o.convert(cls.name, given[n]) if n in given and given[n] is not None else o.default)
+            for n, o in known.items()
+        }
 
     def __init__(self, model: ModelInfo, precision: str, context: EngineContext | None = None, **options):
         if precision not in self.precisions:
-            raise HarnessError(f"engine {self.name!r} offers precisions {', '.join(self.precisions)}; "
-                               f"got {precision!r}.")
+            raise HarnessError(
+                f"engine {self.name!r} offers precisions {', '.join(self.precisions)}; got {precision!r}."
+            )
         self.model = model
         self.precision = precision
         self.context = context or EngineContext()
@@ -149,13 +157,15 @@ class Engine(abc.ABC):
 
     def debug_tensors(self, batch: np.ndarray, names: list[str]) -> dict[str, np.ndarray]:
         """Intermediate tensors of running ``batch``, keyed by the names of the ONNX tensors the engine was
-        built from (``harness.diagnose`` compares them with the reference's, layer by layer). Return the
+        built from (``harness.checks.diagnose`` compares them with the reference's, layer by layer). Return the
         ones the engine can expose; those its fusions hide are left out. An engine that cannot expose any
         raises NotImplementedError with the reason. (onnxruntime engines need not implement it: their ONNX
         graph is run with its intermediates exposed.)"""
-        raise NotImplementedError(f"{self.name} does not expose intermediate tensors (Engine.debug_tensors is not "
-                                  "implemented; for TensorRT 10 it would mark them with INetworkDefinition.mark_debug "
-                                  "in a separate build and read them with an IDebugListener)")
+        raise NotImplementedError(
+            f"{self.name} does not expose intermediate tensors (Engine.debug_tensors is not "
+            "implemented; for TensorRT 10 it would mark them with INetworkDefinition.mark_debug "
+            "in a separate build and read them with an IDebugListener)"
+        )
 
     def profile(self, batch: np.ndarray, runs: int = 3) -> tuple[dict[str, float], str]:
         """Where a batch's time goes: milliseconds per batch by stage, and how they were measured.
@@ -164,7 +174,8 @@ class Engine(abc.ABC):
         the engine call as one stage; averaged over ``runs`` after one warm-up. Engines with a profiler
         (onnxruntime) split it further, by operator."""
         self.run(batch)
-        total, stages = 0.0, collections.Counter()
+        total = 0.0
+        stages: collections.Counter[str] = collections.Counter()
         for _ in range(runs):
             start = time.perf_counter()
             self.run(batch)
@@ -198,7 +209,7 @@ class Engine(abc.ABC):
         else:
             chunks = []
             for start in range(0, n, static):
-                chunk = batch[start:start + static]
+                chunk = batch[start : start + static]
                 padded = np.zeros((static,) + chunk.shape[1:], np.float32)
                 padded[: len(chunk)] = chunk
                 chunks.append(np.asarray(self._run(padded), np.float32)[: len(chunk)])

@@ -5,15 +5,17 @@ Everything created here is released explicitly: ``free`` (device buffers), ``fre
 and releases the retained primary context, so nothing is left for pycuda to abort on at exit).
 ``probe()`` asks whether a device is usable without creating a context.
 """
+
 from __future__ import annotations
 
 import ctypes
 import importlib.util
+from typing import Any
 
 import numpy as np
 
-from ..errors import HarnessError
-from .base import EngineUnavailable
+from harness.core.errors import HarnessError
+from harness.engines.base import EngineUnavailable
 
 
 def binding_available() -> str | None:
@@ -41,8 +43,10 @@ def _import_binding():
         try:
             from cuda import cudart  # older cuda-python
         except ImportError:
-            raise EngineUnavailable("no CUDA Python binding: pip install '.[gpu]' (cuda-python) or "
-                                    "'.[gpu-pycuda]' (pycuda, needs the CUDA toolkit).") from None
+            raise EngineUnavailable(
+                "no CUDA Python binding: pip install '.[gpu]' (cuda-python) or "
+                "'.[gpu-pycuda]' (pycuda, needs the CUDA toolkit)."
+            ) from None
     return "cuda-python", cudart
 
 
@@ -105,8 +109,11 @@ class _Pycuda:
 
     def device(self) -> dict:
         dev = self.drv.Device(0)
-        return {"device": dev.name(), "driver": str(self.drv.get_driver_version()),
-                "compute_capability": ".".join(map(str, dev.compute_capability()))}
+        return {
+            "device": dev.name(),
+            "driver": str(self.drv.get_driver_version()),
+            "compute_capability": ".".join(map(str, dev.compute_capability())),
+        }
 
     def alloc(self, nbytes):
         return self.drv.mem_alloc(max(int(nbytes), 1))
@@ -121,7 +128,9 @@ class _Pycuda:
         return self.drv.pagelocked_empty(shape, dtype)
 
     def free_pinned(self, array: np.ndarray):
-        array.base.free()
+        # a pagelocked array's base is pycuda's HostAllocation (untyped), which numpy's stubs cannot express
+        allocation: Any = array.base
+        allocation.free()
 
     def stream(self):
         return self.drv.Stream()
@@ -173,8 +182,11 @@ class _CudaPython:
     def device(self) -> dict:
         props = self._check(self.rt.cudaGetDeviceProperties(0))
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
-        return {"device": name.rstrip("\0"), "driver": str(self._check(self.rt.cudaDriverGetVersion())),
-                "compute_capability": f"{props.major}.{props.minor}"}
+        return {
+            "device": name.rstrip("\0"),
+            "driver": str(self._check(self.rt.cudaDriverGetVersion())),
+            "compute_capability": f"{props.major}.{props.minor}",
+        }
 
     def alloc(self, nbytes):
         return self._check(self.rt.cudaMalloc(max(int(nbytes), 1)))
@@ -208,12 +220,18 @@ class _CudaPython:
         self._check(self.rt.cudaStreamDestroy(stream))
 
     def htod(self, buf, host, stream):
-        self._check(self.rt.cudaMemcpyAsync(buf, host.ctypes.data, host.nbytes,
-                                            self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream))
+        self._check(
+            self.rt.cudaMemcpyAsync(
+                buf, host.ctypes.data, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyHostToDevice, stream
+            )
+        )
 
     def dtoh(self, host, buf, stream):
-        self._check(self.rt.cudaMemcpyAsync(host.ctypes.data, buf, host.nbytes,
-                                            self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream))
+        self._check(
+            self.rt.cudaMemcpyAsync(
+                host.ctypes.data, buf, host.nbytes, self.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost, stream
+            )
+        )
 
     def sync(self, stream):
         self._check(self.rt.cudaStreamSynchronize(stream))

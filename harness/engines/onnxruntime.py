@@ -7,6 +7,7 @@ specifies (fake quantization): its conformance and accuracy are those of that gr
 before any GPU sees it. With optimisations on, onnxruntime fuses the Q/DQ pairs into its integer kernels,
 whose results depend on the CPU (on the project's earlier AVX2 VM they got symmetric s8 activations
 wrong; baselines/README.md, "INT8 for TensorRT / IxRT")."""
+
 from __future__ import annotations
 
 import collections
@@ -19,23 +20,27 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cache
-from .. import precision as precision_
-from ..environment import cpu_name
-from ..errors import HarnessError
-from .base import Availability, Engine, Option
+from harness.core.errors import HarnessError
+from harness.engines.base import Availability, Engine, Option
+from harness.model import quantize as quantize_
+from harness.store import cache
+from harness.store.environment import cpu_name
 
 CALIBRATION_OPTIONS = (
-    Option("calib_size", int, precision_.Calibration.size, "INT8 calibration images, outside the protocol"),
-    Option("calib_seed", int, precision_.Calibration.seed, "seed of the calibration image draw"),
-    Option("calib_method", str, precision_.Calibration.method,
-           "INT8 calibrator (default MinMax; Percentile for the TensorRT model)",
-           ("MinMax", "Entropy", "Percentile", "Distribution")),
+    Option("calib_size", int, quantize_.Calibration.size, "INT8 calibration images, outside the protocol"),
+    Option("calib_seed", int, quantize_.Calibration.seed, "seed of the calibration image draw"),
+    Option(
+        "calib_method",
+        str,
+        quantize_.Calibration.method,
+        "INT8 calibrator (default MinMax; Percentile for the TensorRT model)",
+        ("MinMax", "Entropy", "Percentile", "Distribution"),
+    ),
 )
 
 
-def calibration_from(settings: dict, fmt: str) -> precision_.Calibration:
-    return precision_.Calibration(settings["calib_size"], settings["calib_seed"], settings["calib_method"], fmt)
+def calibration_from(settings: dict, fmt: str) -> quantize_.Calibration:
+    return quantize_.Calibration(settings["calib_size"], settings["calib_seed"], settings["calib_method"], fmt)
 
 
 class OnnxRuntimeEngine(Engine):
@@ -44,9 +49,13 @@ class OnnxRuntimeEngine(Engine):
     options = (
         Option("threads", int, 0, "intra-op threads (0: onnxruntime's default, one per core)"),
         *CALIBRATION_OPTIONS,
-        Option("int8_format", str, precision_.DEFAULT_INT8_FORMAT,
-               "quantized model form (chosen by measurement, see harness/precision.py)",
-               tuple(sorted(precision_.INT8_FORMATS))),
+        Option(
+            "int8_format",
+            str,
+            quantize_.DEFAULT_INT8_FORMAT,
+            "quantized model form (chosen by measurement, see harness/model/quantize.py)",
+            tuple(sorted(quantize_.INT8_FORMATS)),
+        ),
     )
 
     @classmethod
@@ -69,16 +78,17 @@ class OnnxRuntimeEngine(Engine):
         if precision == "fp32":
             self.engine_path = model.path
         elif precision == "fp16":
-            self.engine_path = precision_.fp16_model(model, cache_dir)
+            self.engine_path = quantize_.fp16_model(model, cache_dir)
         else:
             if self.context.dataset is None:
                 raise HarnessError("INT8 needs calibration images: give the LFW dataset (LFW_DIR) to calibrate on.")
             self.calibration = calibration
-            self.engine_path = precision_.int8_model(model, self.context.dataset, cache_dir, self.calibration)
+            self.engine_path = quantize_.int8_model(model, self.context.dataset, cache_dir, self.calibration)
         opts = ort.SessionOptions()
-        self.fake_quant = precision == "int8" and self.calibration.format == precision_.TRT_INT8_FORMAT
-        opts.graph_optimization_level = (ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.fake_quant
-                                         else ort.GraphOptimizationLevel.ORT_ENABLE_ALL)
+        self.fake_quant = precision == "int8" and self.calibration.format == quantize_.TRT_INT8_FORMAT
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_DISABLE_ALL if self.fake_quant else ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        )
         if self.settings["threads"]:
             opts.intra_op_num_threads = self.settings["threads"]
         try:
@@ -91,8 +101,14 @@ class OnnxRuntimeEngine(Engine):
         return self.session.run([self.model.output_name], {self.model.input_name: batch})[0]
 
     def describe(self) -> dict:
-        d = {"backend": self.name, "version": self._version, "device": cpu_name(),
-             "provider": "CPUExecutionProvider", "precision": self.precision, "engine_sha256": self._engine_sha}
+        d = {
+            "backend": self.name,
+            "version": self._version,
+            "device": cpu_name(),
+            "provider": "CPUExecutionProvider",
+            "precision": self.precision,
+            "engine_sha256": self._engine_sha,
+        }
         if self.settings["threads"]:
             d["threads"] = self.settings["threads"]
         if self.calibration:

@@ -22,6 +22,7 @@ Engines are cached under a key of the ONNX hash, precision, typing, TF32, batch/
 version, device name and driver version, so a driver or SDK upgrade rebuilds instead of reusing a
 stale plan. Device memory goes through pycuda when importable, else cuda-python (the ``gpu`` extra).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -32,12 +33,12 @@ from pathlib import Path
 
 import numpy as np
 
-from .. import cache
-from .. import precision as precision_
-from ..errors import HarnessError
-from .base import Availability, Capability, Engine, EngineUnavailable, Option
-from .cuda import Cuda, binding_available, probe
-from .onnxruntime import CALIBRATION_OPTIONS, calibration_from
+from harness.core.errors import HarnessError
+from harness.engines.base import Availability, Capability, Engine, EngineUnavailable, Option
+from harness.engines.cuda import Cuda, binding_available, probe
+from harness.engines.onnxruntime import CALIBRATION_OPTIONS, calibration_from
+from harness.model import quantize as quantize_
+from harness.store import cache
 
 SDK_MODULES = {"tensorrt": ("tensorrt",), "ixrt": ("tensorrt", "ixrt")}
 WORKSPACE_BYTES = 1 << 30
@@ -45,11 +46,22 @@ WORKSPACE_BYTES = 1 << 30
 # What each path touches on the SDK, checked against the real bindings in the contract tests.
 BUILD_API = {
     "common": {
-        "module": ["Logger", "Builder", "OnnxParser", "Runtime", "BuilderFlag", "NetworkDefinitionCreationFlag",
-                   "__version__"],
+        "module": [
+            "Logger",
+            "Builder",
+            "OnnxParser",
+            "Runtime",
+            "BuilderFlag",
+            "NetworkDefinitionCreationFlag",
+            "__version__",
+        ],
         "Logger": ["WARNING"],
-        "Builder": ["create_network", "create_builder_config", "create_optimization_profile",
-                    "build_serialized_network"],
+        "Builder": [
+            "create_network",
+            "create_builder_config",
+            "create_optimization_profile",
+            "build_serialized_network",
+        ],
         "OnnxParser": ["parse", "num_errors", "get_error"],
         "INetworkDefinition": ["get_input"],
         "ITensor": ["name", "shape"],
@@ -60,16 +72,35 @@ BUILD_API = {
     },
     "weak": {"BuilderFlag": ["FP16", "INT8"]},
     "strong": {"NetworkDefinitionCreationFlag": ["STRONGLY_TYPED"]},
-    "memory_pools": {"module": ["MemoryPoolType"], "MemoryPoolType": ["WORKSPACE"],
-                     "IBuilderConfig": ["set_memory_pool_limit"]},
+    "memory_pools": {
+        "module": ["MemoryPoolType"],
+        "MemoryPoolType": ["WORKSPACE"],
+        "IBuilderConfig": ["set_memory_pool_limit"],
+    },
 }
 RUN_API = {
-    "tensor": {"ICudaEngine": ["num_io_tensors", "get_tensor_name", "get_tensor_mode", "get_tensor_shape",
-                               "get_tensor_dtype", "create_execution_context"],
-               "IExecutionContext": ["set_input_shape", "set_tensor_address", "execute_async_v3"]},
-    "binding": {"ICudaEngine": ["num_bindings", "get_binding_name", "binding_is_input", "get_binding_shape",
-                                "get_binding_dtype", "create_execution_context"],
-                "IExecutionContext": ["set_binding_shape", "execute_async_v2"]},
+    "tensor": {
+        "ICudaEngine": [
+            "num_io_tensors",
+            "get_tensor_name",
+            "get_tensor_mode",
+            "get_tensor_shape",
+            "get_tensor_dtype",
+            "create_execution_context",
+        ],
+        "IExecutionContext": ["set_input_shape", "set_tensor_address", "execute_async_v3"],
+    },
+    "binding": {
+        "ICudaEngine": [
+            "num_bindings",
+            "get_binding_name",
+            "binding_is_input",
+            "get_binding_shape",
+            "get_binding_dtype",
+            "create_execution_context",
+        ],
+        "IExecutionContext": ["set_binding_shape", "execute_async_v2"],
+    },
 }
 
 
@@ -87,7 +118,8 @@ def sdk_typing(trt) -> str:
         f"{getattr(trt, '__file__', 'tensorrt')}: unknown TensorRT SDK generation (version "
         f"{getattr(trt, '__version__', 'unknown')}): it has neither BuilderFlag.FP16/INT8 (IxRT, TensorRT <= 10) nor "
         "NetworkDefinitionCreationFlag.STRONGLY_TYPED (TensorRT 11). Install a supported SDK, or extend "
-        "harness/engines/tensorrt.py (sdk_typing) after checking its API with tools/extract_trt_api.py.")
+        "harness/engines/tensorrt.py (sdk_typing) after checking its API with tools/extract_trt_api.py."
+    )
 
 
 def load_sdk(backend: str):
@@ -99,11 +131,12 @@ def load_sdk(backend: str):
         except ImportError as e:
             errors.append(f"import {name}: {e}")
             continue
-        if getattr(mod, "__file__", None) is None or not hasattr(mod, "Builder"):
+        mod_file = getattr(mod, "__file__", None)
+        if mod_file is None or not hasattr(mod, "Builder"):
             errors.append(f"import {name}: only a namespace or type stubs (tensorrt-stubs?), not the SDK")
             continue
         if backend == "ixrt":
-            lib = Path(mod.__file__).parent / "lib" / "libixrt_plugin.so"
+            lib = Path(mod_file).parent / "lib" / "libixrt_plugin.so"
             if not lib.is_file():
                 raise HarnessError(f"{lib}: the IxRT plugin library is missing; reinstall the IxRT SDK wheel.")
             try:
@@ -111,8 +144,10 @@ def load_sdk(backend: str):
             except OSError as e:
                 raise HarnessError(f"{lib}: cannot load the IxRT plugin library ({e}).") from None
         return mod
-    raise EngineUnavailable(f"engine {backend!r} needs its SDK's Python package, which is not importable here "
-                       f"({'; '.join(errors)}). Install the {backend} wheel that matches your driver.")
+    raise EngineUnavailable(
+        f"engine {backend!r} needs its SDK's Python package, which is not importable here "
+        f"({'; '.join(errors)}). Install the {backend} wheel that matches your driver."
+    )
 
 
 @dataclasses.dataclass(frozen=True)
@@ -132,11 +167,19 @@ class BuildSpec:
 
 def engine_key(spec: BuildSpec, sdk_version: str, device: dict) -> str:
     """Everything an engine plan depends on; a change of any part means a rebuild."""
-    return cache.key_of(onnx=cache.sha256_file(spec.onnx), precision=spec.precision, batch=spec.batch,
-                        profile=None if spec.batch else spec.profile, workspace=spec.workspace,
-                        typing=spec.typing, tf32=spec.tf32,
-                        sdk=sdk_version, device=device.get("device"), driver=device.get("driver"),
-                        compute_capability=device.get("compute_capability"))
+    return cache.key_of(
+        onnx=cache.sha256_file(spec.onnx),
+        precision=spec.precision,
+        batch=spec.batch,
+        profile=None if spec.batch else spec.profile,
+        workspace=spec.workspace,
+        typing=spec.typing,
+        tf32=spec.tf32,
+        sdk=sdk_version,
+        device=device.get("device"),
+        driver=device.get("driver"),
+        compute_capability=device.get("compute_capability"),
+    )
 
 
 def build_serialized(trt, spec: BuildSpec, logger) -> bytes:
@@ -151,7 +194,9 @@ def build_serialized(trt, spec: BuildSpec, logger) -> bytes:
     parser = trt.OnnxParser(network, logger)
     if not parser.parse(Path(spec.onnx).read_bytes()):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise HarnessError(f"{spec.onnx}: the ONNX parser failed with {len(errors)} error(s):\n  " + "\n  ".join(errors))
+        raise HarnessError(
+            f"{spec.onnx}: the ONNX parser failed with {len(errors)} error(s):\n  " + "\n  ".join(errors)
+        )
     config = builder.create_builder_config()
     if hasattr(config, "set_memory_pool_limit"):
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, spec.workspace)
@@ -172,8 +217,10 @@ def build_serialized(trt, spec: BuildSpec, logger) -> bytes:
         config.add_optimization_profile(profile)
     plan = builder.build_serialized_network(network, config)
     if plan is None:
-        raise HarnessError(f"{spec.onnx}: the {spec.precision} engine build returned nothing; "
-                           "read the SDK log above (unsupported layer, workspace too small, no INT8 scales).")
+        raise HarnessError(
+            f"{spec.onnx}: the {spec.precision} engine build returned nothing; "
+            "read the SDK log above (unsupported layer, workspace too small, no INT8 scales)."
+        )
     return bytes(plan)
 
 
@@ -184,8 +231,12 @@ class TensorRTEngine(Engine):
     precisions = ("fp32", "fp16", "int8")
 
     options = (
-        Option("profile", lambda v: tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v)), (1, 64, 64),
-               "min,opt,max batch of the optimization profile for a dynamic-batch ONNX"),
+        Option(
+            "profile",
+            lambda v: tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v)),
+            (1, 64, 64),
+            "min,opt,max batch of the optimization profile for a dynamic-batch ONNX",
+        ),
         *CALIBRATION_OPTIONS,
     )
     capabilities = Capability.COMPUTE_ONLY | Capability.TIMING_SPLIT
@@ -198,11 +249,15 @@ class TensorRTEngine(Engine):
         """The SDK package and a CUDA binding are findable (the SDK is not imported) and a device answers."""
         found = [m for m in cls.sdk_modules if importlib.util.find_spec(m) is not None]
         if not found:
-            return Availability(False, f"no {' or '.join(cls.sdk_modules)} Python package: install the {cls.name} "
-                                       "SDK wheel that matches your driver")
+            return Availability(
+                False,
+                f"no {' or '.join(cls.sdk_modules)} Python package: install the {cls.name} "
+                "SDK wheel that matches your driver",
+            )
         if binding_available() is None:
-            return Availability(False, "no CUDA Python binding: pip install 'facenet-harness[gpu]' (cuda-python) "
-                                       "or '[gpu-pycuda]'")
+            return Availability(
+                False, "no CUDA Python binding: pip install 'facenet-harness[gpu]' (cuda-python) or '[gpu-pycuda]'"
+            )
         why = probe()
         return Availability(False, why) if why else Availability(True)
 
@@ -210,8 +265,9 @@ class TensorRTEngine(Engine):
         super().__init__(model, precision, context, **options)
         profile = self.settings["profile"]
         if len(profile) != 3 or not 1 <= profile[0] <= profile[1] <= profile[2]:
-            raise HarnessError(f"engine {self.name!r}: profile {profile} must be min,opt,max batch with "
-                               "1 <= min <= opt <= max.")
+            raise HarnessError(
+                f"engine {self.name!r}: profile {profile} must be min,opt,max batch with 1 <= min <= opt <= max."
+            )
         self.trt = sdk or load_sdk(self.name)
         self.typing = sdk_typing(self.trt)  # before anything is built or allocated
         self.version = str(getattr(self.trt, "__version__", "unknown"))
@@ -228,15 +284,18 @@ class TensorRTEngine(Engine):
         cache_dir = cache.cache_root(self.context.cache_dir)
         self.device = self.cuda.device()
         self.logger = self.trt.Logger(self.trt.Logger.WARNING)
-        spec = BuildSpec(self._onnx_for(model, precision, cache_dir), precision, model.batch, profile,
-                         typing=self.typing)
+        spec = BuildSpec(
+            self._onnx_for(model, precision, cache_dir), precision, model.batch, profile, typing=self.typing
+        )
         self.tf32 = spec.tf32 and hasattr(self.trt.BuilderFlag, "TF32")
         self.plan_path = self._plan(spec, cache_dir)
         self.plan_sha256 = cache.sha256_file(self.plan_path)  # describe() is called often: hash the plan once
         runtime = self.trt.Runtime(self.logger)
         self.engine = runtime.deserialize_cuda_engine(self.plan_path.read_bytes())
         if self.engine is None:
-            raise HarnessError(f"{self.plan_path}: the SDK could not deserialize this engine plan; delete it to rebuild.")
+            raise HarnessError(
+                f"{self.plan_path}: the SDK could not deserialize this engine plan; delete it to rebuild."
+            )
         self.exec_context = self.engine.create_execution_context()
         self.api = api_generation(self.engine, self.exec_context, self.preferred_api)
         self.io = io_tensors(self.engine, self.api)
@@ -252,10 +311,10 @@ class TensorRTEngine(Engine):
         if precision == "int8":  # explicit quantization: the symmetric QDQ model of the calibration step
             if self.context.dataset is None:
                 raise HarnessError("INT8 needs calibration images: give the LFW dataset (LFW_DIR).")
-            calib = calibration_from(self.settings, precision_.TRT_INT8_FORMAT)
-            return Path(precision_.tensorrt_int8_model(model, self.context.dataset, cache_dir, calib))
+            calib = calibration_from(self.settings, quantize_.TRT_INT8_FORMAT)
+            return Path(quantize_.tensorrt_int8_model(model, self.context.dataset, cache_dir, calib))
         if precision == "fp16" and self.typing == "strong":  # float16 inside, float32 I/O
-            return Path(precision_.fp16_model(model, cache_dir))
+            return Path(quantize_.fp16_model(model, cache_dir))
         return Path(model.path)
 
     def close(self) -> None:
@@ -292,8 +351,10 @@ class TensorRTEngine(Engine):
             release("CUDA context", c.close)
         super().close()
         if errors:
-            raise HarnessError(f"{self.label}: releasing the engine failed ({'; '.join(errors)}); the device may be "
-                               "in an error state (check the driver log).")
+            raise HarnessError(
+                f"{self.label}: releasing the engine failed ({'; '.join(errors)}); the device may be "
+                "in an error state (check the driver log)."
+            )
 
     def _plan(self, spec: BuildSpec, cache_dir: Path) -> Path:
         key = engine_key(spec, self.version, self.device)[:24]
@@ -301,8 +362,14 @@ class TensorRTEngine(Engine):
 
         def build(tmp: Path) -> dict:
             tmp.write_bytes(build_serialized(self.trt, spec, self.logger))
-            return {"sdk": self.version, **self.device, "onnx": str(spec.onnx), "precision": spec.precision,
-                    "typing": spec.typing, "tf32": spec.tf32}
+            return {
+                "sdk": self.version,
+                **self.device,
+                "onnx": str(spec.onnx),
+                "precision": spec.precision,
+                "typing": spec.typing,
+                "tf32": spec.tf32,
+            }
 
         cache.get_or_build(path, build)
         return path
@@ -376,7 +443,7 @@ class TensorRTEngine(Engine):
     def _run(self, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
         if n > self.max_batch:  # the base class pads/splits static engines; a dynamic one splits here
-            return np.concatenate([self._run(batch[i:i + self.max_batch]) for i in range(0, n, self.max_batch)])
+            return np.concatenate([self._run(batch[i : i + self.max_batch]) for i in range(0, n, self.max_batch)])
         c, s, ev = self.cuda, self.stream, self.events
         c.record(ev[0], s)
         shape = self._upload(batch)
@@ -386,14 +453,24 @@ class TensorRTEngine(Engine):
         host = self._download(n)
         c.record(ev[3], s)
         c.sync(s)
-        self.timings = {"h2d_ms": c.elapsed_ms(ev[0], ev[1]), "compute_ms": c.elapsed_ms(ev[1], ev[2]),
-                        "d2h_ms": c.elapsed_ms(ev[2], ev[3])}
+        self.timings = {
+            "h2d_ms": c.elapsed_ms(ev[0], ev[1]),
+            "compute_ms": c.elapsed_ms(ev[1], ev[2]),
+            "d2h_ms": c.elapsed_ms(ev[2], ev[3]),
+        }
         return np.array(host, np.float32).reshape(n, -1)  # a copy: the pinned buffer is reused
 
     def describe(self) -> dict:
-        return {"backend": self.name, "version": self.version, "precision": self.precision,
-                "engine_sha256": self.plan_sha256, "api": self.api, "typing": self.typing,
-                "tf32": self.tf32, **self.device}
+        return {
+            "backend": self.name,
+            "version": self.version,
+            "precision": self.precision,
+            "engine_sha256": self.plan_sha256,
+            "api": self.api,
+            "typing": self.typing,
+            "tf32": self.tf32,
+            **self.device,
+        }
 
 
 class IxRTEngine(TensorRTEngine):
@@ -417,14 +494,18 @@ class IOTensor:
 
 def api_generation(engine, context, preferred: str = "tensor") -> str:
     """'tensor' (named-tensor API) or 'binding' (binding API), the preferred one where the SDK has both."""
-    has = {"tensor": hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3"),
-           "binding": hasattr(engine, "num_bindings") and (hasattr(context, "execute_async_v2")
-                                                          or hasattr(context, "execute_v2"))}
+    has = {
+        "tensor": hasattr(engine, "num_io_tensors") and hasattr(context, "execute_async_v3"),
+        "binding": hasattr(engine, "num_bindings")
+        and (hasattr(context, "execute_async_v2") or hasattr(context, "execute_v2")),
+    }
     for api in (preferred, *(a for a in has if a != preferred)):
         if has[api]:
             return api
-    raise HarnessError("the engine has neither num_io_tensors/execute_async_v3 nor num_bindings/execute_v2: "
-                       "an unknown TensorRT API; check it with tools/extract_trt_api.py.")
+    raise HarnessError(
+        "the engine has neither num_io_tensors/execute_async_v3 nor num_bindings/execute_v2: "
+        "an unknown TensorRT API; check it with tools/extract_trt_api.py."
+    )
 
 
 def io_tensors(engine, api: str) -> list[IOTensor]:
@@ -434,14 +515,26 @@ def io_tensors(engine, api: str) -> list[IOTensor]:
             name = engine.get_tensor_name(i)
             mode = engine.get_tensor_mode(name)
             is_input = getattr(mode, "name", str(mode)).endswith("INPUT")
-            out.append(IOTensor(name, i, is_input, tuple(engine.get_tensor_shape(name)),
-                                _nptype(engine.get_tensor_dtype(name))))
+            out.append(
+                IOTensor(
+                    name, i, is_input, tuple(engine.get_tensor_shape(name)), _nptype(engine.get_tensor_dtype(name))
+                )
+            )
     else:
         for i in range(engine.num_bindings):
-            out.append(IOTensor(engine.get_binding_name(i), i, engine.binding_is_input(i),
-                                tuple(engine.get_binding_shape(i)), _nptype(engine.get_binding_dtype(i))))
+            out.append(
+                IOTensor(
+                    engine.get_binding_name(i),
+                    i,
+                    engine.binding_is_input(i),
+                    tuple(engine.get_binding_shape(i)),
+                    _nptype(engine.get_binding_dtype(i)),
+                )
+            )
     if sum(t.is_input for t in out) != 1 or len(out) != 2:
-        raise HarnessError(f"the engine has I/O {[t.name for t in out]}; a FaceNet engine has one input and one output.")
+        raise HarnessError(
+            f"the engine has I/O {[t.name for t in out]}; a FaceNet engine has one input and one output."
+        )
     return out
 
 
@@ -451,4 +544,3 @@ def _nptype(dtype) -> type:
     if name not in table:
         raise HarnessError(f"unsupported engine I/O dtype {dtype}")
     return table[name]
-

@@ -21,6 +21,7 @@ On CUDA, each batch size gets one captured CUDA graph (``cuda_graphs``, up to ``
 host/device copies and the execution are timed with CUDA events (``timings``). ``device_fingerprint()``
 adds what ``describe()`` must not hold because it changes from call to call (current clocks).
 """
+
 from __future__ import annotations
 
 import collections
@@ -37,11 +38,11 @@ from typing import Any
 
 import numpy as np
 
-from .. import cache
-from .. import model as model_
-from ..environment import cpu_flags, cpu_identity, cpu_name
-from ..errors import HarnessError
-from .base import Availability, Capability, Engine, EngineUnavailable, Option
+from harness import model as model_
+from harness.core.errors import HarnessError
+from harness.engines.base import Availability, Capability, Engine, EngineUnavailable, Option
+from harness.store import cache
+from harness.store.environment import cpu_flags, cpu_identity, cpu_name
 
 MAX_GRAPHS = 8  # captured CUDA graphs kept (one per batch size), least recently used dropped first
 GRAPH_WARMUP = 3  # eager runs on a side stream before a capture (cuDNN autotuning, allocator)
@@ -76,6 +77,7 @@ _device.__name__ = "device"
 
 
 # --- process-wide numerics flags ---------------------------------------------------------------------
+
 
 def _tf32_state(torch) -> tuple:
     m, c = torch.backends.cuda.matmul, torch.backends.cudnn
@@ -157,7 +159,9 @@ class _Numerics:
                     self.held = previous
                     self.nested -= 1
                 elif not sum(self.holders.values()):
-                    self._apply(torch, self.saved)
+                    saved = self.saved
+                    assert saved is not None  # saved by the first holder; cleared only here, by the last
+                    self._apply(torch, saved)
                     self.held = self.saved = None
                 self.cond.notify_all()
 
@@ -167,6 +171,7 @@ numerics = _Numerics()  # numerics(tf32, benchmark, threads): a context manager,
 
 # --- the device ----------------------------------------------------------------------------------------
 
+
 def nvidia_smi(uuid: str | None = None, index: int = 0) -> dict:
     """Driver release and clocks (MHz) of one GPU from nvidia-smi; {} when it is absent or fails."""
     exe = shutil.which("nvidia-smi")
@@ -175,14 +180,18 @@ def nvidia_smi(uuid: str | None = None, index: int = 0) -> dict:
     fields = ("driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "power.limit")
     target = f"GPU-{uuid}" if uuid and not str(uuid).startswith("GPU-") else (uuid or str(index))
     try:
-        out = subprocess.run([exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits", "-i", target],
-                             capture_output=True, text=True, timeout=20)
+        out = subprocess.run(
+            [exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits", "-i", target],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
     except (OSError, subprocess.SubprocessError):
         return {}
     if out.returncode != 0 or not out.stdout.strip():
         return {}
     values = [v.strip() for v in out.stdout.strip().splitlines()[0].split(",")]
-    return dict(zip(fields, values))
+    return dict(zip(fields, values, strict=False))
 
 
 def cuda_driver_api_version() -> str | None:
@@ -202,8 +211,10 @@ def resolve_device(torch, requested: str) -> str:
         return "cuda:0" if torch.cuda.is_available() else "cpu"
     if requested.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise EngineUnavailable(f"device {requested}: PyTorch {torch.__version__} sees no GPU "
-                                    "(a CPU build, or no driver); use device=cpu")
+            raise EngineUnavailable(
+                f"device {requested}: PyTorch {torch.__version__} sees no GPU "
+                "(a CPU build, or no driver); use device=cpu"
+            )
         index = int(requested.partition(":")[2] or 0)
         if index >= torch.cuda.device_count():
             raise EngineUnavailable(f"device {requested}: PyTorch sees {torch.cuda.device_count()} GPU(s)")
@@ -221,21 +232,32 @@ def precision_availability(precision: str, device: str = "auto") -> Availability
         return Availability(False, str(e))
     if dev == "cpu":
         if precision == "tf32":
-            return Availability(False, "TF32 is a tensor-core mode of NVIDIA GPUs (compute capability >= 8.0); "
-                                       "PyTorch has none on the CPU: use fp32 there")
+            return Availability(
+                False,
+                "TF32 is a tensor-core mode of NVIDIA GPUs (compute capability >= 8.0); "
+                "PyTorch has none on the CPU: use fp32 there",
+            )
         if precision in CPU_NATIVE:
             if not cpu_flags() & set(CPU_NATIVE[precision]):
-                return Availability(False, f"this CPU has no native {precision} arithmetic "
-                                           f"({' / '.join(CPU_NATIVE[precision][:2])}): PyTorch emulates it "
-                                           "far slower than fp32 (fp16 at 0.12x measured); use fp32")
+                return Availability(
+                    False,
+                    f"this CPU has no native {precision} arithmetic "
+                    f"({' / '.join(CPU_NATIVE[precision][:2])}): PyTorch emulates it "
+                    "far slower than fp32 (fp16 at 0.12x measured); use fp32",
+                )
         return Availability(True)
     cc = torch.cuda.get_device_capability(int(dev.partition(":")[2]))
     if precision == "tf32" and cc < (8, 0):
-        return Availability(False, f"{torch.cuda.get_device_name(dev)} (compute capability {cc[0]}.{cc[1]}) has no "
-                                   "TF32 tensor cores (8.0+); PyTorch would silently run fp32")
+        return Availability(
+            False,
+            f"{torch.cuda.get_device_name(dev)} (compute capability {cc[0]}.{cc[1]}) has no "
+            "TF32 tensor cores (8.0+); PyTorch would silently run fp32",
+        )
     if precision == "bf16" and cc < (8, 0):
-        return Availability(False, f"{torch.cuda.get_device_name(dev)} (compute capability {cc[0]}.{cc[1]}) has no "
-                                   "bf16 tensor cores (8.0+)")
+        return Availability(
+            False,
+            f"{torch.cuda.get_device_name(dev)} (compute capability {cc[0]}.{cc[1]}) has no bf16 tensor cores (8.0+)",
+        )
     return Availability(True)
 
 
@@ -248,8 +270,8 @@ def pinned_exports(cache_dir) -> dict[str, str]:
 
 def build_module(frozen_graph):
     """The InceptionResnetV1 of ``prepare``, with the weights of the frozen graph (eval mode, float32, CPU)."""
-    from ..inception_resnet_v1 import InceptionResnetV1
-    from ..tfgraph import read_constants
+    from harness.model.network import InceptionResnetV1
+    from harness.model.tfgraph import read_constants
 
     return InceptionResnetV1(read_constants(frozen_graph))
 
@@ -260,8 +282,14 @@ class TorchEngine(Engine):
     options = (
         Option("device", _device, "auto", "auto (the first GPU PyTorch sees, else the CPU), cpu, cuda or cuda:N"),
         Option("cuda_graphs", _flag, True, "replay one captured CUDA graph per batch size (CUDA only)"),
-        Option("channels_last", str, "auto", "NHWC activations: auto = on (faster on the CPU here: 1.4x at fp32 "
-               "batch 64; the layout cuDNN's tensor-core convolutions use), on, off", ("auto", "on", "off")),
+        Option(
+            "channels_last",
+            str,
+            "auto",
+            "NHWC activations: auto = on (faster on the CPU here: 1.4x at fp32 "
+            "batch 64; the layout cuDNN's tensor-core convolutions use), on, off",
+            ("auto", "on", "off"),
+        ),
         Option("threads", int, 0, "CPU intra-op threads (0: PyTorch's default)"),
     )
     capabilities = Capability.COMPUTE_ONLY | Capability.TIMING_SPLIT
@@ -270,8 +298,11 @@ class TorchEngine(Engine):
     @classmethod
     def availability(cls) -> Availability:
         if importlib.util.find_spec("torch") is None:
-            return Availability(False, "PyTorch is not installed (pip install torch, or "
-                                       "pip install 'facenet-harness[export]' for the pinned CPU build)")
+            return Availability(
+                False,
+                "PyTorch is not installed (pip install torch, or "
+                "pip install 'facenet-harness[export]' for the pinned CPU build)",
+            )
         return Availability(True)
 
     @classmethod
@@ -302,11 +333,13 @@ class TorchEngine(Engine):
         if module is None:
             exports = pinned_exports(self.context.cache_dir)
             if model.sha256 not in exports:
-                raise HarnessError(f"{model.path}: the torch engine runs the harness's own InceptionResnetV1 with "
-                                   "the pinned weights, so it accepts only the ONNX 'facenet-harness prepare' exported "
-                                   f"from them (sha256 {', '.join(s[:16] for s in exports)}); this file is "
-                                   f"{model.sha256[:16]}. Run it without --onnx.")
-            from .. import weights
+                raise HarnessError(
+                    f"{model.path}: the torch engine runs the harness's own InceptionResnetV1 with "
+                    "the pinned weights, so it accepts only the ONNX 'facenet-harness prepare' exported "
+                    f"from them (sha256 {', '.join(s[:16] for s in exports)}); this file is "
+                    f"{model.sha256[:16]}. Run it without --onnx."
+                )
+            from harness.model import weights
 
             module = build_module(weights.frozen_graph(cache.cache_root(self.context.cache_dir)))
         self.module = self._prepare(module)
@@ -400,8 +433,11 @@ class TorchEngine(Engine):
                 result = out.cpu()
             events[3].record()
             events[3].synchronize()
-        self.timings = {"h2d_ms": events[0].elapsed_time(events[1]), "compute_ms": events[1].elapsed_time(events[2]),
-                        "d2h_ms": events[2].elapsed_time(events[3])}
+        self.timings = {
+            "h2d_ms": events[0].elapsed_time(events[1]),
+            "compute_ms": events[1].elapsed_time(events[2]),
+            "d2h_ms": events[2].elapsed_time(events[3]),
+        }
         return result.numpy()
 
     def _staged(self, batch: np.ndarray):
@@ -417,7 +453,7 @@ class TorchEngine(Engine):
         torch = self.torch
         if self.model.batch and len(batch) != self.model.batch:
             padded = np.zeros((self.model.batch,) + batch.shape[1:], np.float32)
-            padded[:len(batch)] = batch
+            padded[: len(batch)] = batch
             batch = padded
         host = torch.from_numpy(np.ascontiguousarray(batch, np.float32))
         if not self.cuda:
@@ -468,14 +504,27 @@ class TorchEngine(Engine):
 
     def describe(self) -> dict:
         torch = self.torch
-        d = {"backend": self.name, "version": torch.__version__, "precision": self.precision,
-             "torch_device": self.device, "tf32": self.tf32, "channels_last": self.channels_last,
-             "dtype": str(self.dtype).replace("torch.", ""), "head": "float32"}
+        d = {
+            "backend": self.name,
+            "version": torch.__version__,
+            "precision": self.precision,
+            "torch_device": self.device,
+            "tf32": self.tf32,
+            "channels_last": self.channels_last,
+            "dtype": str(self.dtype).replace("torch.", ""),
+            "head": "float32",
+        }
         if self.cuda:
             fp = self._static_fingerprint()
-            d.update(device=fp["name"], compute_capability=fp["compute_capability"], driver=fp["driver"],
-                     cuda=torch.version.cuda or getattr(torch.version, "hip", None), cudnn=fp["cudnn"],
-                     cuda_graphs=self.graphs_on, cudnn_benchmark=self.benchmark)
+            d.update(
+                device=fp["name"],
+                compute_capability=fp["compute_capability"],
+                driver=fp["driver"],
+                cuda=torch.version.cuda or getattr(torch.version, "hip", None),
+                cudnn=fp["cudnn"],
+                cuda_graphs=self.graphs_on,
+                cudnn_benchmark=self.benchmark,
+            )
         else:
             d.update(device=cpu_name(), threads=self.threads or torch.get_num_threads())
         return d
@@ -490,12 +539,17 @@ class TorchEngine(Engine):
             smi = nvidia_smi(str(uuid) if uuid is not None else None, index)
             self._smi = smi
             self._fingerprint = {
-                "name": props.name, "compute_capability": f"{props.major}.{props.minor}",
+                "name": props.name,
+                "compute_capability": f"{props.major}.{props.minor}",
                 "driver": smi.get("driver_version") or cuda_driver_api_version() or "unknown",
                 "cudnn": str(torch.backends.cudnn.version()) if torch.backends.cudnn.is_available() else None,
-                "memory_gib": round(props.total_memory / 2**30, 1), "multiprocessors": props.multi_processor_count,
-                "max_clocks_mhz": (f"sm {smi['clocks.max.sm']}, mem {smi['clocks.max.mem']}"
-                                   if smi.get("clocks.max.sm") else "unknown (no nvidia-smi)"),
+                "memory_gib": round(props.total_memory / 2**30, 1),
+                "multiprocessors": props.multi_processor_count,
+                "max_clocks_mhz": (
+                    f"sm {smi['clocks.max.sm']}, mem {smi['clocks.max.mem']}"
+                    if smi.get("clocks.max.sm")
+                    else "unknown (no nvidia-smi)"
+                ),
             }
         return self._fingerprint
 
@@ -508,8 +562,9 @@ class TorchEngine(Engine):
         index = int(self.device.partition(":")[2] or 0)
         uuid = getattr(self.torch.cuda.get_device_properties(index), "uuid", None)
         now = nvidia_smi(str(uuid) if uuid is not None else None, index)
-        fp["clocks_mhz"] = (f"sm {now['clocks.sm']}, mem {now['clocks.mem']}" if now.get("clocks.sm")
-                            else "unknown (no nvidia-smi)")
+        fp["clocks_mhz"] = (
+            f"sm {now['clocks.sm']}, mem {now['clocks.mem']}" if now.get("clocks.sm") else "unknown (no nvidia-smi)"
+        )
         fp["power_limit_w"] = now.get("power.limit", "unknown")
         return fp
 

@@ -1,4 +1,5 @@
 """The environment fingerprint printed in reports and pytest's header: what ran, where."""
+
 from __future__ import annotations
 
 import importlib.metadata
@@ -20,10 +21,30 @@ def cpu_name() -> str:
 
 
 # CPU features that change which kernels an inference runtime picks (and so its throughput).
-KERNEL_FLAGS = frozenset({
-    "sse4_2", "avx", "avx2", "fma", "f16c", "avx512f", "avx512bw", "avx512vl", "avx512_vnni", "avx_vnni",
-    "avx512_bf16", "avx512_fp16", "amx_tile", "amx_int8", "amx_bf16", "asimd", "asimddp", "sve", "sve2", "i8mm",
-})
+KERNEL_FLAGS = frozenset(
+    {
+        "sse4_2",
+        "avx",
+        "avx2",
+        "fma",
+        "f16c",
+        "avx512f",
+        "avx512bw",
+        "avx512vl",
+        "avx512_vnni",
+        "avx_vnni",
+        "avx512_bf16",
+        "avx512_fp16",
+        "amx_tile",
+        "amx_int8",
+        "amx_bf16",
+        "asimd",
+        "asimddp",
+        "sve",
+        "sve2",
+        "i8mm",
+    }
+)
 
 
 def _cpuinfo_first_block() -> dict[str, str]:
@@ -53,10 +74,15 @@ def cpu_identity() -> dict:
     ISA features runtimes dispatch on, and the cores this process may use (not the marketing name,
     which two very different VMs can share)."""
     info = _cpuinfo_first_block()
-    return {"vendor": info.get("vendor_id") or info.get("CPU implementer") or platform.machine(),
-            "family": info.get("cpu family") or info.get("CPU architecture"),
-            "model": info.get("model") or info.get("CPU part"), "stepping": info.get("stepping") or info.get("CPU revision"),
-            "name": cpu_name(), "isa": sorted(cpu_flags() & KERNEL_FLAGS), "cores": cpu_count()}
+    return {
+        "vendor": info.get("vendor_id") or info.get("CPU implementer") or platform.machine(),
+        "family": info.get("cpu family") or info.get("CPU architecture"),
+        "model": info.get("model") or info.get("CPU part"),
+        "stepping": info.get("stepping") or info.get("CPU revision"),
+        "name": cpu_name(),
+        "isa": sorted(cpu_flags() & KERNEL_FLAGS),
+        "cores": cpu_count(),
+    }
 
 
 def machine_id() -> str:
@@ -89,13 +115,22 @@ def fingerprint() -> dict:
         "platform": platform.platform(),
         "cpu": cpu_name(),
         "cpu_count": cpu_count(),
-        **{name: _version(dist) for name, dist in (
-            ("harness", "facenet-harness"), ("numpy", "numpy"), ("onnx", "onnx"), ("onnxruntime", "onnxruntime"),
-            ("opencv", "opencv-python-headless"), ("scikit_learn", "scikit-learn"))},
+        **{
+            name: _version(dist)
+            for name, dist in (
+                ("harness", "facenet-harness"),
+                ("numpy", "numpy"),
+                ("onnx", "onnx"),
+                ("onnxruntime", "onnxruntime"),
+                ("opencv", "opencv-python-headless"),
+                ("scikit_learn", "scikit-learn"),
+            )
+        },
     }
 
 
 def one_line(fp: dict | None = None) -> str:
     fp = fp or fingerprint()
-    return (f"{fp['cpu']} x{fp['cpu_count']}, Python {fp['python']}, onnxruntime {fp['onnxruntime']}, "
-            f"numpy {fp['numpy']}")
+    return (
+        f"{fp['cpu']} x{fp['cpu_count']}, Python {fp['python']}, onnxruntime {fp['onnxruntime']}, numpy {fp['numpy']}"
+    )

@@ -9,9 +9,10 @@ Each measurement warms up for a fixed time, then times single steps until both a
 a minimum number of rounds are reached. The timed steps form ``perfstats.MAX_BLOCKS`` consecutive
 blocks; on CPU engines a burst of a fixed canary workload (a float32 GEMM in numpy) runs before each
 block, outside the engine's clock: its rate is reported beside the ratio as context, never judged
-(``harness.perfstats`` says why). An unstable series (spread, two levels, or other processes using the
+(``harness.checks.perfstats`` says why). An unstable series (spread, two levels, or other processes using the
 CPUs meanwhile) is measured again, up to ``Settings.max_attempts`` and within ``Settings.budget_s``.
 """
+
 from __future__ import annotations
 
 import collections
@@ -20,13 +21,16 @@ import dataclasses
 import math
 import os
 import time
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
-from . import environment, perfstats
-from .data import Dataset
-from .engines import Capability, Engine
+from harness.checks import perfstats
+from harness.core.results import Breakdown, Case, Measurement, Settings
+from harness.engines import Capability, Engine
+from harness.lfw.data import Dataset
+from harness.store import environment
 
 BATCHES = (1, 8, 64)
 PIPELINE_POOL_BATCHES = 4  # the stream cycles over this many different batches of protocol images
@@ -35,27 +39,7 @@ CANARY_SIZE = 512  # a 512^3 float32 GEMM: about 1 ms on this 2-core VM
 CANARY_BURST = 9  # runs per block; their median is the block's canary rate
 
 
-@dataclasses.dataclass(frozen=True)
-class Case:
-    view: str  # "compute" or "pipeline"
-    batch: int
-
-    @property
-    def name(self) -> str:
-        return f"{self.view}-b{self.batch}"
-
-
 CASES = tuple(Case("compute", b) for b in BATCHES) + (Case("pipeline", 64),)
-
-
-@dataclasses.dataclass(frozen=True)
-class Settings:
-    warmup_s: float = 2.0
-    min_duration_s: float = 6.0
-    min_rounds: int = 5
-    max_attempts: int = 3  # measure again while the series is unstable, at most this often
-    budget_s: float = 40.0  # no re-measure starts once this much of the case's time is spent (warm-up included)
-    canary: bool = True  # interleave the canary on CPU engines (reported beside the ratio, never judged)
 
 
 class Canary:
@@ -111,87 +95,10 @@ def canary_applies(engine: Engine) -> bool:
     return getattr(engine, "device_kind", "cpu") == "cpu"
 
 
-@dataclasses.dataclass
-class Measurement:
-    case: Case
-    images_per_step: int
-    latencies: np.ndarray  # seconds per timed step
-    canary: np.ndarray | None  # canary seconds of each step's block (CPU engines)
-    last_output: Any = None  # what the last timed step computed
-    indices: list[int] = dataclasses.field(default_factory=list)  # the protocol images of that step
-    attempts: int = 1
-    stability: perfstats.Stability | None = None
-    load: float | None = None  # share of the CPUs other processes used during the timed steps
-
-    @property
-    def samples(self) -> np.ndarray:
-        """Per-step throughput, images/s."""
-        return self.images_per_step / self.latencies
-
-    @property
-    def canary_rates(self) -> np.ndarray | None:
-        return None if self.canary is None else 1.0 / self.canary
-
-    @property
-    def fps(self) -> float:
-        return self.images_per_step * len(self.latencies) / float(np.sum(self.latencies))
-
-    @property
-    def cv(self) -> float:
-        """Coefficient of variation of the step time."""
-        return float(np.std(self.latencies) / np.mean(self.latencies))
-
-    def summary(self) -> dict:
-        ms = self.latencies * 1e3
-        return {"case": self.case.name, "view": self.case.view, "batch": self.case.batch, "fps": self.fps,
-                "rounds": len(self.latencies), "images_per_step": self.images_per_step,
-                "latency_ms": {"median": float(np.median(ms)), "p90": float(np.percentile(ms, 90)),
-                               "p99": float(np.percentile(ms, 99)), "mean": float(np.mean(ms))},
-                "cv": self.cv, "attempts": self.attempts,
-                "canary_per_s": None if self.canary is None else float(np.median(self.canary_rates)),
-                "load": self.load}
-
-
 def probe_batch_indices(dataset: Dataset, batch: int, offset: int = 0) -> list[int]:
     """``batch`` protocol images spread over the dataset (deterministic)."""
     n = len(dataset.keys)
     return [(offset + i * (n // batch)) % n for i in range(batch)]
-
-
-@dataclasses.dataclass(frozen=True)
-class StageDelta:
-    """One stage of a batch's time, now against the baseline's (milliseconds per batch)."""
-
-    stage: str
-    baseline_ms: float | None  # None: the baseline's breakdown has no such stage
-    now_ms: float | None  # None: this run has no such stage
-    added_ms: float  # now - baseline (a missing side counts as 0)
-    ratio: float | None  # now / baseline
-
-
-@dataclasses.dataclass(frozen=True)
-class Breakdown:
-    """Where a batch of ``case`` spends its time, by stage (harness preprocessing, then ``Engine.profile``)."""
-
-    case: str
-    batch: int
-    source: str
-    stages_ms: dict[str, float]
-
-    def to_record(self) -> dict:
-        return {"source": self.source, "batch": self.batch,
-                "stages_ms": {k: round(v, 4) for k, v in self.stages_ms.items()}}
-
-    def against(self, baseline: dict | None) -> list[StageDelta]:
-        """Every stage of both, the one that added the most time first (empty without a baseline)."""
-        if not baseline:
-            return []
-        base = baseline.get("stages_ms", {})
-        out = []
-        for stage in dict.fromkeys([*self.stages_ms, *base]):
-            b, n = base.get(stage), self.stages_ms.get(stage)
-            out.append(StageDelta(stage, b, n, (n or 0.0) - (b or 0.0), n / b if b and n is not None else None))
-        return sorted(out, key=lambda d: -d.added_ms)
 
 
 def breakdown(engine: Engine, dataset: Dataset, case: Case, runs: int = 3) -> Breakdown:
@@ -225,7 +132,7 @@ class PipelineStream(Step):
 
     def __init__(self, engine: Engine, dataset: Dataset, batch: int, prefetch: int = PIPELINE_PREFETCH):
         pool = probe_batch_indices(dataset, batch * PIPELINE_POOL_BATCHES, offset=1)
-        self.chunks = [pool[i:i + batch] for i in range(0, len(pool), batch)]
+        self.chunks = [pool[i : i + batch] for i in range(0, len(pool), batch)]
         self.engine, self.dataset = engine, dataset
         self.executor = concurrent.futures.ThreadPoolExecutor(max_workers=prefetch)
         self.next = 0
@@ -285,11 +192,13 @@ def block_starts(rounds: int) -> list[int]:
     return [int(b[0]) for b in np.array_split(np.arange(rounds), perfstats.blocks_for(rounds))]
 
 
-def measure(engine: Engine, dataset: Dataset, case: Case, settings: Settings = Settings(),
-            timer: Timer | None = None) -> Measurement:
+def measure(
+    engine: Engine, dataset: Dataset, case: Case, settings: Settings | None = None, timer: Timer | None = None
+) -> Measurement:
     """Warm up, then time ``rounds`` steps in blocks, a canary burst before each block (CPU engines);
     again while the series is unstable, up to ``settings.max_attempts``. ``timer(step, rounds, setup)``
     may delegate the first attempt's timing (pytest-benchmark times a fixture once per test)."""
+    settings = settings or Settings()
     step = make_step(engine, dataset, case)
     canary = Canary() if settings.canary and canary_applies(engine) else None
     box = {}
@@ -306,7 +215,7 @@ def measure(engine: Engine, dataset: Dataset, case: Case, settings: Settings = S
             per_block: list[float] = []
             counter = [0]
 
-            def setup():
+            def setup(counter=counter, per_block=per_block):
                 if counter[0] in starts:
                     per_block.append(canary.burst())
                 counter[0] += 1
@@ -325,14 +234,16 @@ def measure(engine: Engine, dataset: Dataset, case: Case, settings: Settings = S
             spent, last = now - began, now - attempt_start
             if attempt < settings.max_attempts and spent + last > settings.budget_s:
                 m.stability = dataclasses.replace(
-                    m.stability, why=f"{m.stability.why}; not measured again: {spent:.0f} s of the case's "
-                                     f"{settings.budget_s:.0f} s budget spent after {attempt} measurement(s)")
+                    m.stability,
+                    why=f"{m.stability.why}; not measured again: {spent:.0f} s of the case's "
+                    f"{settings.budget_s:.0f} s budget spent after {attempt} measurement(s)",
+                )
                 break
     finally:
         step.close()
     m.last_output = box.get("out")
     if m.last_output is None and Capability.COMPUTE_ONLY in engine.capabilities:  # the timed in-place executions
-        m.last_output = engine.fetch_in_place()[:step.images]
+        m.last_output = engine.fetch_in_place()[: step.images]
     m.indices = box.get("indices", step.indices)
     return m
 
@@ -354,8 +265,12 @@ def identity(engine: Engine) -> dict:
     family/model/stepping, kernel-relevant ISA features, cores; GPU: name and compute capability).
     A baseline is only ever compared with a run of the same identity."""
     d = engine.describe()
-    ident = {"backend": d["backend"], "precision": d["precision"], "model_sha256": engine.model.sha256,
-             "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(engine.settings.items())}}
+    ident = {
+        "backend": d["backend"],
+        "precision": d["precision"],
+        "model_sha256": engine.model.sha256,
+        "settings": {k: list(v) if isinstance(v, tuple) else v for k, v in sorted(engine.settings.items())},
+    }
     if canary_applies(engine):
         ident["cpu"] = environment.cpu_identity()
     else:
@@ -369,8 +284,12 @@ def stack(engine: Engine) -> dict:
     driver or SDK upgrade is what the gate judges), never part of the match."""
     d = engine.describe()
     env = environment.fingerprint()
-    out = {"runtime": f"{d['backend']} {d.get('version')}", "harness": env.get("harness"), "python": env["python"],
-           "numpy": env["numpy"]}
+    out = {
+        "runtime": f"{d['backend']} {d.get('version')}",
+        "harness": env.get("harness"),
+        "python": env["python"],
+        "numpy": env["numpy"],
+    }
     for key in ("driver", "api", "provider", "threads", "cudnn"):
         if d.get(key) is not None:
             out[key] = str(d[key])

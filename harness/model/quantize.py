@@ -5,22 +5,36 @@ Each variant is cached under a key of everything that shapes it (source model ha
 onnxruntime version, and for INT8 the calibration image list, method and format), so changing
 any of them rebuilds it.  INT8 calibrates on LFW images outside the evaluation protocol.
 """
+
 from __future__ import annotations
 
 import dataclasses
 import json
 import tempfile
 from pathlib import Path
+from typing import TypedDict
 
 import numpy as np
 import onnx
 
-from . import cache
-from .data import Dataset
-from .errors import HarnessError
-from .model import ModelInfo
+from harness.core.errors import HarnessError
+from harness.lfw.data import Dataset
+from harness.model import ModelInfo
+from harness.store import cache
 
 FP16_RECIPE = "ort-float16-keep-io-v1"
+
+
+class Int8Spec(TypedDict, total=False):
+    """``quantize_static`` options of one INT8 format; the enum members are named, not resolved."""
+
+    quant_format: str  # onnxruntime QuantFormat member
+    activation_type: str  # onnxruntime QuantType member
+    weight_type: str  # onnxruntime QuantType member
+    reduce_range: bool
+    op_types_to_quantize: list[str] | None
+    extra_options: dict[str, bool]
+
 
 # INT8 formats we can build. The default was picked by measurement (benchmarks/int8_formats.py) on
 # this project's 2-core AMD EPYC VM (AVX2, no VNNI), onnxruntime 1.32, batch 64 of LFW crops,
@@ -34,10 +48,19 @@ FP16_RECIPE = "ort-float16-keep-io-v1"
 #                 the form to hand to TensorRT/IxRT (explicit quantization)
 # Symmetric activation ranges (CalibTensorRangeSymmetric) with s8s8 gave cosine ~0: not offered.
 # Each format is the quantize_static options that make it (enum values by name), per-channel weights always.
-INT8_FORMATS = {
-    "qop-u8s8-rr": {"quant_format": "QOperator", "activation_type": "QUInt8", "weight_type": "QInt8",
-                    "reduce_range": True},
-    "qop-u8s8": {"quant_format": "QOperator", "activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": False},
+INT8_FORMATS: dict[str, Int8Spec] = {
+    "qop-u8s8-rr": {
+        "quant_format": "QOperator",
+        "activation_type": "QUInt8",
+        "weight_type": "QInt8",
+        "reduce_range": True,
+    },
+    "qop-u8s8": {
+        "quant_format": "QOperator",
+        "activation_type": "QUInt8",
+        "weight_type": "QInt8",
+        "reduce_range": False,
+    },
     "qdq-u8s8-rr": {"quant_format": "QDQ", "activation_type": "QUInt8", "weight_type": "QInt8", "reduce_range": True},
     "qdq-s8s8": {"quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": False},
     # The model TensorRT/IxRT build from (tensorrt_int8_model); onnxruntime runs it as fake-quant on the CPU.
@@ -45,9 +68,14 @@ INT8_FORMATS = {
     # biases in float (it quantizes them itself). Chosen by measurement (baselines/README.md, "INT8 for
     # TensorRT"): Q/DQ on every op onnxruntime's QDQ quantizer supports (Conv, Gemm, Add, Concat, MaxPool,
     # GlobalAveragePool) came closer to FP32 than Q/DQ at Conv inputs only.
-    "trt-qdq": {"quant_format": "QDQ", "activation_type": "QInt8", "weight_type": "QInt8", "reduce_range": False,
-                "op_types_to_quantize": None,
-                "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False}},
+    "trt-qdq": {
+        "quant_format": "QDQ",
+        "activation_type": "QInt8",
+        "weight_type": "QInt8",
+        "reduce_range": False,
+        "op_types_to_quantize": None,
+        "extra_options": {"ActivationSymmetric": True, "WeightSymmetric": True, "QuantizeBias": False},
+    },
 }
 DEFAULT_INT8_FORMAT = "qop-u8s8-rr"
 TRT_INT8_FORMAT = "trt-qdq"
@@ -71,7 +99,9 @@ class Calibration:
         if self.format not in INT8_FORMATS:
             raise HarnessError(f"unknown INT8 format {self.format!r}; choose one of {', '.join(INT8_FORMATS)}.")
         if self.method not in (None, "MinMax", "Entropy", "Percentile", "Distribution"):
-            raise HarnessError(f"unknown calibration method {self.method!r}; MinMax, Entropy, Percentile or Distribution.")
+            raise HarnessError(
+                f"unknown calibration method {self.method!r}; MinMax, Entropy, Percentile or Distribution."
+            )
         if self.size < 1:
             raise HarnessError(f"calibration size must be positive, got {self.size}.")
         if self.method is None:
@@ -104,17 +134,20 @@ def fp16_model(source: ModelInfo, cache_dir: Path) -> Path:
         model = convert_float_to_float16(onnx.load(str(source.path)), keep_io_types=True)
         onnx.save(model, str(out))
 
-    return _cached_build(cache_dir, "fp16", {"source": source.sha256, "recipe": FP16_RECIPE,
-                                             "onnxruntime": _ort_version()}, build)
+    return _cached_build(
+        cache_dir, "fp16", {"source": source.sha256, "recipe": FP16_RECIPE, "onnxruntime": _ort_version()}, build
+    )
 
 
 def _calibration_set(dataset: Dataset, calibration: Calibration) -> tuple[list[tuple[str, Path]], str]:
     """The calibration images (outside the protocol) and a hash of their content: bytes and face box, so
     changed images rebuild the INT8 model."""
     files = dataset.calibration_files(calibration.size, calibration.seed)
-    image_list = cache.sha256_bytes("\n".join(
-        f"{k} {cache.sha256_file(p)} {dataset.boxes.get(k) if dataset.boxes is not None else ''}"
-        for k, p in files).encode())
+    image_list = cache.sha256_bytes(
+        "\n".join(
+            f"{k} {cache.sha256_file(p)} {dataset.boxes.get(k) if dataset.boxes is not None else ''}" for k, p in files
+        ).encode()
+    )
     return files, image_list
 
 
@@ -122,11 +155,11 @@ def _calibration_reader(source: ModelInfo, dataset: Dataset, files, batch_size: 
     """onnxruntime's CalibrationDataReader over ``files``, preprocessed as the protocol images are."""
     from onnxruntime import quantization as q
 
-    from .data import normalize
+    from harness.lfw.data import normalize
 
     class Reader(q.CalibrationDataReader):
         def __init__(self):
-            self.chunks = iter([files[i:i + batch_size] for i in range(0, len(files), batch_size)])
+            self.chunks = iter([files[i : i + batch_size] for i in range(0, len(files), batch_size)])
 
         def get_next(self):
             chunk = next(self.chunks, None)
@@ -143,8 +176,9 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def _quantize_static(source: ModelInfo, dataset: Dataset, files, calibration: Calibration, method: str, out: Path,
-                     **options) -> None:
+def _quantize_static(
+    source: ModelInfo, dataset: Dataset, files, calibration: Calibration, method: str, out: Path, **options
+) -> None:
     """onnxruntime's pre-processing (BN and scale folding, shapes), then ``quantize_static`` with ``options``,
     calibrated on ``files`` with ``method``; written to ``out``."""
     from onnxruntime import quantization as q
@@ -152,8 +186,13 @@ def _quantize_static(source: ModelInfo, dataset: Dataset, files, calibration: Ca
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         prepped = Path(tmp) / "preprocessed.onnx"
         q.quant_pre_process(str(source.path), str(prepped), skip_symbolic_shape=True)
-        q.quantize_static(str(prepped), str(out), _calibration_reader(source, dataset, files, calibration.batch_size),
-                          calibrate_method=getattr(q.CalibrationMethod, method), **options)
+        q.quantize_static(
+            str(prepped),
+            str(out),
+            _calibration_reader(source, dataset, files, calibration.batch_size),
+            calibrate_method=getattr(q.CalibrationMethod, method),
+            **options,
+        )
 
 
 def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration: Calibration) -> Path:
@@ -165,10 +204,15 @@ def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration
 
     files, image_list = _calibration_set(dataset, calibration)
     spec = INT8_FORMATS[calibration.format]
-    options = {**spec, "quant_format": getattr(q.QuantFormat, spec["quant_format"]),
-               "activation_type": getattr(q.QuantType, spec["activation_type"]),
-               "weight_type": getattr(q.QuantType, spec["weight_type"]), "per_channel": True}
+    options = {
+        **spec,
+        "quant_format": getattr(q.QuantFormat, spec["quant_format"]),
+        "activation_type": getattr(q.QuantType, spec["activation_type"]),
+        "weight_type": getattr(q.QuantType, spec["weight_type"]),
+        "per_channel": True,
+    }
     method = calibration.method
+    assert method is not None  # resolved to the format's default in Calibration.__post_init__
 
     def build(out: Path):
         _log(f"calibrating INT8 ({calibration.format}, {method}) on {len(files)} LFW images outside the protocol ...")
@@ -176,14 +220,28 @@ def int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, calibration
         if calibration.format == TRT_INT8_FORMAT:
             violations = check_tensorrt_qdq(out)
             if violations:
-                raise HarnessError(f"{source.path}: the quantized model breaks TensorRT's Q/DQ rules "
-                                   f"({'; '.join(violations[:5])}); report this with the onnxruntime version "
-                                   f"{_ort_version()}.")
+                raise HarnessError(
+                    f"{source.path}: the quantized model breaks TensorRT's Q/DQ rules "
+                    f"({'; '.join(violations[:5])}); report this with the onnxruntime version "
+                    f"{_ort_version()}."
+                )
         return {"calibration_images": [k for k, _ in files]}
 
-    return _cached_build(cache_dir, f"int8-{calibration.format}", {
-        "source": source.sha256, "images": image_list, "method": method, "format": calibration.format,
-        "options": spec, "size": calibration.size, "seed": calibration.seed, "onnxruntime": _ort_version()}, build)
+    return _cached_build(
+        cache_dir,
+        f"int8-{calibration.format}",
+        {
+            "source": source.sha256,
+            "images": image_list,
+            "method": method,
+            "format": calibration.format,
+            "options": spec,
+            "size": calibration.size,
+            "seed": calibration.seed,
+            "onnxruntime": _ort_version(),
+        },
+        build,
+    )
 
 
 # --- the INT8 model for TensorRT / IxRT (explicit quantization) ------------------------------------------
@@ -196,7 +254,9 @@ def tensorrt_int8_model(source: ModelInfo, dataset: Dataset, cache_dir: Path, ca
     """The symmetric INT8 QDQ ONNX a TensorRT/IxRT engine is built from: ``int8_model`` of the ``trt-qdq``
     format (default calibrator Percentile), which must be the calibration's format."""
     if calibration.format != TRT_INT8_FORMAT:
-        raise HarnessError(f"tensorrt_int8_model takes Calibration(format={TRT_INT8_FORMAT!r}), got {calibration.format!r}.")
+        raise HarnessError(
+            f"tensorrt_int8_model takes Calibration(format={TRT_INT8_FORMAT!r}), got {calibration.format!r}."
+        )
     return int8_model(source, dataset, cache_dir, calibration)
 
 

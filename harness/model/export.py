@@ -6,6 +6,7 @@ file, input ``input`` (N,3,160,160) float32, output (N,512) L2-normalised.  ``in
 the input, output, last BatchNormalization and global-average-pool tensors of any FaceNet ONNX
 by graph pattern, so a user's own export (other tensor names) works unchanged.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,9 @@ from pathlib import Path
 
 import onnx
 
-from . import cache, weights
-from .errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.model import weights
+from harness.store import cache
 
 INPUT_NAME = "input"
 OUTPUT_NAME = "embeddings"
@@ -61,8 +63,14 @@ def prepare(cache_dir: Path, wheel: str | os.PathLike | None = None, progress=pr
                 dest = manifest.parent / f"facenet-{kind}-{sha[:16]}.onnx"
                 cache.publish(exported, dest)
             files[kind] = {"path": dest.name, "sha256": sha, "batch": batch}
-        record = {"key": key, "frozen_graph_sha256": weights.PB_SHA256, "recipe": RECIPE, "opset": OPSET,
-                  "torch": torch_version, "files": files}
+        record = {
+            "key": key,
+            "frozen_graph_sha256": weights.PB_SHA256,
+            "recipe": RECIPE,
+            "opset": OPSET,
+            "torch": torch_version,
+            "files": files,
+        }
         cache.atomic_write_text(manifest, json.dumps(record, indent=2))
     found = _cached(manifest, pb)
     assert found, f"{manifest}: freshly written artifacts failed verification"
@@ -88,8 +96,8 @@ def _export(pb: Path, dest: Path, batch: int | None) -> str:
             "exporting FaceNet needs PyTorch: pip install '.[export]' (torch==2.13.0, CPU), "
             "or pass your own model with --onnx PATH."
         ) from None
-    from .inception_resnet_v1 import InceptionResnetV1
-    from .tfgraph import read_constants
+    from harness.model.network import InceptionResnetV1
+    from harness.model.tfgraph import read_constants
 
     net = InceptionResnetV1(read_constants(pb))
     example = torch.zeros(batch or 1, 3, IMAGE_SIZE, IMAGE_SIZE)
@@ -98,14 +106,28 @@ def _export(pb: Path, dest: Path, batch: int | None) -> str:
         # The TorchScript exporter is deprecated in favour of dynamo, but it is the exporter the reference
         # deployment used and it emits the plain Conv/BatchNormalization graph the IxRT/TensorRT parsers expect.
         warnings.simplefilter("ignore", DeprecationWarning)
-        torch.onnx.export(net, (example,), str(dest), input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          opset_version=OPSET, dynamic_axes=dynamic_axes, dynamo=False)
+        torch.onnx.export(
+            net,
+            (example,),
+            str(dest),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            opset_version=OPSET,
+            dynamic_axes=dynamic_axes,
+            dynamo=False,
+        )
     model = onnx.load(str(dest))
     out_dims = model.graph.output[0].type.tensor_type.shape.dim
     out_dims[1].Clear()
     out_dims[1].dim_value = EMBEDDING_SIZE
-    onnx.helper.set_model_props(model, {"source": weights.PACKAGE + "/" + weights.PB_MEMBER,
-                                        "source_sha256": weights.PB_SHA256, "exporter": f"torch {torch.__version__}"})
+    onnx.helper.set_model_props(
+        model,
+        {
+            "source": weights.PACKAGE + "/" + weights.PB_MEMBER,
+            "source_sha256": weights.PB_SHA256,
+            "exporter": f"torch {torch.__version__}",
+        },
+    )
     onnx.checker.check_model(model)
     onnx.save(model, str(dest))
     return torch.__version__
@@ -138,17 +160,23 @@ def inspect(path: str | os.PathLike) -> ModelInfo:
     initializers = {t.name for t in graph.initializer}
     inputs = [i for i in graph.input if i.name not in initializers]
     if len(inputs) != 1 or len(graph.output) != 1:
-        raise HarnessError(f"{path}: a FaceNet model has one input and one output; this one has "
-                           f"{len(inputs)} inputs and {len(graph.output)} outputs.")
+        raise HarnessError(
+            f"{path}: a FaceNet model has one input and one output; this one has "
+            f"{len(inputs)} inputs and {len(graph.output)} outputs."
+        )
     inp, out = inputs[0], graph.output[0]
     in_type = inp.type.tensor_type
     dims = [d.dim_value if d.HasField("dim_value") else None for d in in_type.shape.dim]
     if in_type.elem_type != onnx.TensorProto.FLOAT or len(dims) != 4 or dims[1:] != [3, IMAGE_SIZE, IMAGE_SIZE]:
-        raise HarnessError(f"{path}: input {inp.name!r} must be float32 (N,3,{IMAGE_SIZE},{IMAGE_SIZE}) NCHW; "
-                           f"it is {onnx.TensorProto.DataType.Name(in_type.elem_type)} {dims}.")
+        raise HarnessError(
+            f"{path}: input {inp.name!r} must be float32 (N,3,{IMAGE_SIZE},{IMAGE_SIZE}) NCHW; "
+            f"it is {onnx.TensorProto.DataType.Name(in_type.elem_type)} {dims}."
+        )
     out_dims = [d.dim_value if d.HasField("dim_value") else None for d in out.type.tensor_type.shape.dim]
     if out_dims and out_dims[-1] not in (None, EMBEDDING_SIZE):
-        raise HarnessError(f"{path}: output {out.name!r} has shape {out_dims}; FaceNet gives {EMBEDDING_SIZE}-d embeddings.")
+        raise HarnessError(
+            f"{path}: output {out.name!r} has shape {out_dims}; FaceNet gives {EMBEDDING_SIZE}-d embeddings."
+        )
     ancestors = _ancestor_nodes(graph, out.name)
     last_bn = _last_output(graph, ancestors, {"BatchNormalization"})
     pool = _last_output(graph, ancestors, {"GlobalAveragePool"})
@@ -183,8 +211,10 @@ def count_macs(path: str | os.PathLike, batch: int = 1) -> dict[str, int]:
     inp.type.tensor_type.shape.dim[0].Clear()
     inp.type.tensor_type.shape.dim[0].dim_value = batch
     m = onnx.shape_inference.infer_shapes(m)
-    shapes = {v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
-              for v in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input)}
+    shapes = {
+        v.name: [d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(m.graph.value_info) + list(m.graph.output) + list(m.graph.input)
+    }
     inits = {t.name: list(t.dims) for t in m.graph.initializer}
     out = {"Conv": 0, "MatMul": 0}
     for n in m.graph.node:
@@ -193,8 +223,8 @@ def count_macs(path: str | os.PathLike, batch: int = 1) -> dict[str, int]:
             o = shapes[n.output[0]]  # (N, Cout, H, W)
             out["Conv"] += o[1] * o[2] * o[3] * w[1] * w[2] * w[3]
         elif n.op_type in ("MatMul", "Gemm"):
-            w = inits.get(n.input[1])
-            if w:
-                out["MatMul"] += w[0] * w[1]
+            mw = inits.get(n.input[1])
+            if mw:
+                out["MatMul"] += mw[0] * mw[1]
     out["total"] = out["Conv"] + out["MatMul"]
     return out

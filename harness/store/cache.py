@@ -6,6 +6,7 @@ version can never reuse a stale file.  Files are written to a temporary name and
 so an interrupted run leaves no half-written artifact; a reader re-checks the recorded
 sha256 and treats a mismatch as a miss.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -14,8 +15,8 @@ import hashlib
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Callable, Iterator
 
 ENV_VAR = "FACENET_HARNESS_CACHE"
 
@@ -50,9 +51,9 @@ def atomic_path(dest: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``dest``; on success it is fsynced and renamed onto ``dest``."""
     dest = Path(dest)
     dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", suffix=".tmp", dir=dest.parent)
     os.close(fd)
-    tmp = Path(tmp)
+    tmp = Path(tmp_name)
     os.chmod(tmp, 0o644)  # mkstemp's 0600 would hide shared caches from other users
     try:
         yield tmp

@@ -11,6 +11,7 @@ the result can be committed). An installed package's own files are never written
 A dataset is identified by ``Dataset.digest`` (pairs file, image bytes, face boxes); its accuracy entry
 holds the FP32 reference measured on it and the gates derived from that measurement.
 """
+
 from __future__ import annotations
 
 import json
@@ -18,9 +19,9 @@ import os
 import sysconfig
 from pathlib import Path
 
-from . import cache
-from .errors import HarnessError
-from .verdicts import Check, Verdict
+from harness.core.errors import HarnessError
+from harness.core.verdicts import Check, Verdict
+from harness.store import cache
 
 ENV_VAR = "FACENET_HARNESS_BASELINES"
 ACCURACY_FILE = "accuracy.json"
@@ -30,19 +31,23 @@ GOLDEN_DIR = "golden"
 # Margins of the absolute gates below the measured FP32 reference, per precision (baselines/README.md).
 ACCURACY_MARGIN = 0.002  # 12 of 6,000 pair decisions
 AUC_MARGIN = 0.001
-PRECISION_MARGINS = {"fp32": (ACCURACY_MARGIN, AUC_MARGIN), "tf32": (ACCURACY_MARGIN, AUC_MARGIN),
-                     "fp16": (ACCURACY_MARGIN, AUC_MARGIN), "bf16": (ACCURACY_MARGIN, AUC_MARGIN),
-                     "int8": (ACCURACY_MARGIN + 0.003, AUC_MARGIN + 0.001)}
+PRECISION_MARGINS = {
+    "fp32": (ACCURACY_MARGIN, AUC_MARGIN),
+    "tf32": (ACCURACY_MARGIN, AUC_MARGIN),
+    "fp16": (ACCURACY_MARGIN, AUC_MARGIN),
+    "bf16": (ACCURACY_MARGIN, AUC_MARGIN),
+    "int8": (ACCURACY_MARGIN + 0.003, AUC_MARGIN + 0.001),
+}
 DEFAULT_PERF_TOLERANCE = 0.10  # judged on the raw ratio's confidence interval (perfstats)
 
 
 def shipped_folder() -> Path:
     """The baselines that came with the harness: inside the installed package, else the source checkout's."""
-    here = Path(__file__).resolve().parent
-    packaged = here / "_baselines"
+    package = Path(__file__).resolve().parents[1]  # harness/ (this module is harness/store/baselines.py)
+    packaged = package / "_baselines"
     if (packaged / TOLERANCES_FILE).is_file():
         return packaged
-    return here.parent / "baselines"
+    return package.parent / "baselines"
 
 
 def _is_installed(path: Path) -> bool:
@@ -82,8 +87,10 @@ class BaselineStore:
             self.user.mkdir(parents=True, exist_ok=True)
             return self.user
         if _is_installed(self.shipped):
-            raise HarnessError(f"{self.shipped}: the baselines shipped with the installed package are read-only; "
-                               f"give your own folder with --baselines DIR or {ENV_VAR}=DIR (it then overrides them).")
+            raise HarnessError(
+                f"{self.shipped}: the baselines shipped with the installed package are read-only; "
+                f"give your own folder with --baselines DIR or {ENV_VAR}=DIR (it then overrides them)."
+            )
         return self.shipped
 
     # --- accuracy gates ---------------------------------------------------------------------------
@@ -109,12 +116,18 @@ class BaselineStore:
         doc = _read_json(path, "accuracy baselines", {"datasets": {}})
         doc.setdefault("datasets", {})[digest] = {
             "description": description,
-            "reference": {k: summary[k] for k in ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far",
-                                                  "eer", "threshold")},
+            "reference": {
+                k: summary[k]
+                for k in ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far", "eer", "threshold")
+            },
             "provenance": provenance,
-            "gates": {p: {"accuracy_min": round(summary["accuracy_mean"] - acc_margin, 5),
-                          "auc_min": round(summary["auc"] - auc_margin, 5)}
-                      for p, (acc_margin, auc_margin) in PRECISION_MARGINS.items()},
+            "gates": {
+                p: {
+                    "accuracy_min": round(summary["accuracy_mean"] - acc_margin, 5),
+                    "auc_min": round(summary["auc"] - auc_margin, 5),
+                }
+                for p, (acc_margin, auc_margin) in PRECISION_MARGINS.items()
+            },
         }
         cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return path
@@ -127,14 +140,17 @@ class BaselineStore:
             doc = _read_json(base / TOLERANCES_FILE, "conformance tolerances")
             if doc is not None:
                 return doc
-        raise HarnessError(f"no {TOLERANCES_FILE} in {' or '.join(map(str, self.layers))}; reinstall facenet-harness "
-                           "or restore baselines/ from git.")
+        raise HarnessError(
+            f"no {TOLERANCES_FILE} in {' or '.join(map(str, self.layers))}; reinstall facenet-harness "
+            "or restore baselines/ from git."
+        )
 
     def precision_tolerance(self, precision: str) -> dict:
         doc = self.tolerances()
         if precision not in doc["precisions"]:
-            raise HarnessError(f"{TOLERANCES_FILE}: no tolerances for precision {precision!r}; "
-                               f"it has {', '.join(doc['precisions'])}.")
+            raise HarnessError(
+                f"{TOLERANCES_FILE}: no tolerances for precision {precision!r}; it has {', '.join(doc['precisions'])}."
+            )
         return doc["precisions"][precision]
 
     def accuracy_delta(self, precision: str) -> float | None:
@@ -149,9 +165,14 @@ class BaselineStore:
         with cache.atomic_path(array_path) as tmp:
             with open(tmp, "wb") as f:
                 np.save(f, np.asarray(embeddings, np.float32))
-        record = {**meta, "dataset_digest": dataset.digest, "images": probe_fingerprint(dataset, indices),
-                  "order": [dataset.keys[i] for i in indices], "embeddings_file": array_path.name,
-                  "embeddings_sha256": cache.sha256_file(array_path)}
+        record = {
+            **meta,
+            "dataset_digest": dataset.digest,
+            "images": probe_fingerprint(dataset, indices),
+            "order": [dataset.keys[i] for i in indices],
+            "embeddings_file": array_path.name,
+            "embeddings_sha256": cache.sha256_file(array_path),
+        }
         cache.atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
         return record_path
 
@@ -173,8 +194,10 @@ class BaselineStore:
             doc = _read_json(base / PERF_FILE, "performance baselines", {"entries": []})
             for e in doc["entries"]:
                 if "identity" not in e:
-                    raise HarnessError(f"{base / PERF_FILE}: an entry without 'identity' (an older format); record "
-                                       "it again with 'facenet-harness bench --save-baseline' or 'make perf-baseline'.")
+                    raise HarnessError(
+                        f"{base / PERF_FILE}: an entry without 'identity' (an older format); record "
+                        "it again with 'facenet-harness bench --save-baseline' or 'make perf-baseline'."
+                    )
                 out.append({**e, "file": str(base / PERF_FILE)})
         return out
 
@@ -188,26 +211,47 @@ class BaselineStore:
         entries = self.perf_entries()
         same = [e for e in entries if identity_matches(e["identity"], identity)]
         if not same:
-            near = [e["identity"] for e in entries if e["identity"].get("backend") == identity.get("backend")
-                    and e["identity"].get("precision") == identity.get("precision")]
+            near = [
+                e["identity"]
+                for e in entries
+                if e["identity"].get("backend") == identity.get("backend")
+                and e["identity"].get("precision") == identity.get("precision")
+            ]
             hint = ""
             if near:
                 hint = "; differing fields of the nearest: " + ", ".join(_differences(near[0], identity))
-            return None, (f"no performance baseline in {self.describe()} for this engine, precision, model and "
-                          f"device{hint}. Record one on this machine with 'make perf-baseline' "
-                          "(or facenet-harness bench --save-baseline).")
+            return None, (
+                f"no performance baseline in {self.describe()} for this engine, precision, model and "
+                f"device{hint}. Record one on this machine with 'make perf-baseline' "
+                "(or facenet-harness bench --save-baseline)."
+            )
         # the most specific match first (most identity fields recorded)
         same.sort(key=lambda e: -len(e["identity"]))
         for e in same:
             if case in e["results"]:
                 unmatched = sorted(set(identity) - set(e["identity"]))
-                return {**e["results"][case], "identity": e["identity"], "stack": e.get("stack", {}),
-                        "source": e.get("source", ""), "host": e.get("host"), "recorded": e.get("recorded"),
-                        "unmatched": unmatched, "file": e["file"]}, ""
+                return {
+                    **e["results"][case],
+                    "identity": e["identity"],
+                    "stack": e.get("stack", {}),
+                    "source": e.get("source", ""),
+                    "host": e.get("host"),
+                    "recorded": e.get("recorded"),
+                    "unmatched": unmatched,
+                    "file": e["file"],
+                }, ""
         return None, f"the matching baseline entry in {same[0]['file']} has no result for {case}"
 
-    def save_perf(self, identity: dict, stack: dict, results: dict[str, dict], source: str, host: str,
-                  recorded: str, tolerance: float = DEFAULT_PERF_TOLERANCE) -> Path:
+    def save_perf(
+        self,
+        identity: dict,
+        stack: dict,
+        results: dict[str, dict],
+        source: str,
+        host: str,
+        recorded: str,
+        tolerance: float = DEFAULT_PERF_TOLERANCE,
+    ) -> Path:
         """Record (or update) this identity's results: per case the median fps, the tolerance and the
         paired per-step samples (throughput and canary) that later runs are compared with."""
         path = self.writable() / PERF_FILE
@@ -250,12 +294,16 @@ def _differences(recorded: dict, current: dict, prefix: str = "") -> list[str]:
 
 def stack_changes(recorded: dict, current: dict) -> list[str]:
     """'key: old -> new' for each software-stack field that differs from the baseline's."""
-    return [f"{k}: {recorded.get(k)} -> {current.get(k)}" for k in sorted(set(recorded) | set(current))
-            if recorded.get(k) != current.get(k)]
+    return [
+        f"{k}: {recorded.get(k)} -> {current.get(k)}"
+        for k in sorted(set(recorded) | set(current))
+        if recorded.get(k) != current.get(k)
+    ]
 
 
-def judge_accuracy(summary: dict, gate: dict | None, reference: dict | None = None,
-                   max_delta: float | None = None) -> tuple[Verdict, list[Check]]:
+def judge_accuracy(
+    summary: dict, gate: dict | None, reference: dict | None = None, max_delta: float | None = None
+) -> tuple[Verdict, list[Check]]:
     """The accuracy checks of one run and their verdict.
 
     Besides the absolute gate, an engine under test is held within ``max_delta`` of the accuracy of the
@@ -264,11 +312,16 @@ def judge_accuracy(summary: dict, gate: dict | None, reference: dict | None = No
     """
     if gate is None:
         return Verdict.NO_BASELINE, []
-    checks = [Check.at_least("accuracy_mean", summary["accuracy_mean"], gate["accuracy_min"]),
-              Check.at_least("auc", summary["auc"], gate["auc_min"])]
+    checks = [
+        Check.at_least("accuracy_mean", summary["accuracy_mean"], gate["accuracy_min"]),
+        Check.at_least("auc", summary["auc"], gate["auc_min"]),
+    ]
     if reference is not None and max_delta is not None:
-        checks.append(Check.within("accuracy_delta_vs_reference", summary["accuracy_mean"] - reference["accuracy_mean"],
-                                   max_delta))
+        checks.append(
+            Check.within(
+                "accuracy_delta_vs_reference", summary["accuracy_mean"] - reference["accuracy_mean"], max_delta
+            )
+        )
     return Verdict.combine(c.verdict for c in checks), checks
 
 
@@ -279,9 +332,13 @@ def _golden_paths(base: Path, digest: str) -> tuple[Path, Path]:
 
 def probe_fingerprint(dataset, indices) -> dict:
     """What the probe embeddings depend on in the data: each image's bytes and its face box."""
-    return {dataset.keys[i]: {"sha256": cache.sha256_file(dataset.paths[i]),
-                              "box": str(dataset.boxes[dataset.keys[i]]) if dataset.boxes is not None else None}
-            for i in indices}
+    return {
+        dataset.keys[i]: {
+            "sha256": cache.sha256_file(dataset.paths[i]),
+            "box": str(dataset.boxes[dataset.keys[i]]) if dataset.boxes is not None else None,
+        }
+        for i in indices
+    }
 
 
 def _load_golden(base: Path, dataset, indices, preprocessing: dict, model_sha256: str):
@@ -292,10 +349,15 @@ def _load_golden(base: Path, dataset, indices, preprocessing: dict, model_sha256
         return None, f"no golden probe set for dataset digest {dataset.digest[:16]} in {base / GOLDEN_DIR}"
     record = _read_json(record_path, "golden probe record")
     if not cache.verified(array_path, record["embeddings_sha256"]):
-        raise HarnessError(f"{array_path}: missing or its sha256 differs from {record_path}; restore both from git "
-                           "or rebuild them with 'facenet-harness golden --save'.")
+        raise HarnessError(
+            f"{array_path}: missing or its sha256 differs from {record_path}; restore both from git "
+            "or rebuild them with 'facenet-harness golden --save'."
+        )
     if record.get("model_sha256") != model_sha256:
-        return None, f"{record_path}: recorded for another reference model (sha256 {str(record.get('model_sha256'))[:16]})"
+        return (
+            None,
+            f"{record_path}: recorded for another reference model (sha256 {str(record.get('model_sha256'))[:16]})",
+        )
     if record["order"] != [dataset.keys[i] for i in indices]:
         return None, f"{record_path}: recorded for another probe set (size/seed)"
     if record["preprocessing"] != preprocessing:

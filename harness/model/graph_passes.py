@@ -9,6 +9,7 @@ ModelProto -> ModelProto that each find their nodes by structure:
   * ``fold_residual_scale`` Conv -> Mul(constant) becomes one Conv with scaled weights and bias.
 Every pass is checked in the tests against onnxruntime on real LFW crops.
 """
+
 from __future__ import annotations
 
 import copy
@@ -17,7 +18,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from .errors import HarnessError
+from harness.core.errors import HarnessError
 
 
 class _Graph:
@@ -90,7 +91,7 @@ def prune(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _last_bn(model: onnx.ModelProto) -> onnx.NodeProto:
-    from .model import _ancestor_nodes
+    from harness.model.export import _ancestor_nodes
 
     g = model.graph
     nodes = sorted(_ancestor_nodes(g, g.output[0].name))
@@ -111,8 +112,9 @@ def _pre_normalisation_tensor(model: onnx.ModelProto) -> str:
     node = producer.get(model.graph.output[0].name)
     if node is not None and node.op_type in ("Div", "LpNormalization"):
         return node.input[0]
-    raise HarnessError("the model's output is neither a BatchNormalization nor an L2 normalisation of one; "
-                       "nothing to cut at.")
+    raise HarnessError(
+        "the model's output is neither a BatchNormalization nor an L2 normalisation of one; nothing to cut at."
+    )
 
 
 def cut_at_last_bn(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -120,8 +122,9 @@ def cut_at_last_bn(model: onnx.ModelProto) -> onnx.ModelProto:
     m = copy.deepcopy(model)
     tensor = _pre_normalisation_tensor(m)
     old = m.graph.output[0]
-    new = helper.make_tensor_value_info(tensor, onnx.TensorProto.FLOAT,
-                                        [d.dim_param or d.dim_value for d in old.type.tensor_type.shape.dim])
+    new = helper.make_tensor_value_info(
+        tensor, onnx.TensorProto.FLOAT, [d.dim_param or d.dim_value for d in old.type.tensor_type.shape.dim]
+    )
     del m.graph.output[:]
     m.graph.output.append(new)
     return prune(m)
@@ -133,7 +136,8 @@ def fold_bottleneck(model: onnx.ModelProto) -> onnx.ModelProto:
     gr = _Graph(m)
     bn = _last_bn(m)
     mm = gr.producer.get(bn.input[0])
-    if mm is None or mm.op_type != "MatMul" or gr.const(mm.input[1]) is None:
+    mm_weight = gr.const(mm.input[1]) if mm is not None and mm.op_type == "MatMul" else None
+    if mm is None or mm_weight is None:
         raise HarnessError("fold_bottleneck: the last BatchNormalization is not fed by a MatMul with constant weights.")
     flat = gr.producer.get(mm.input[0])
     if flat is None or flat.op_type not in ("Flatten", "Reshape"):
@@ -141,8 +145,14 @@ def fold_bottleneck(model: onnx.ModelProto) -> onnx.ModelProto:
     pool = gr.producer.get(flat.input[0])
     if pool is None or pool.op_type != "GlobalAveragePool":
         raise HarnessError("fold_bottleneck: the flattened tensor does not come from a GlobalAveragePool.")
-    w = gr.const(mm.input[1]).astype(np.float64)  # (in, out)
-    scale, beta, mean, var = (gr.const(x).astype(np.float64) for x in bn.input[1:5])
+    w = mm_weight.astype(np.float64)  # (in, out)
+    bn_params = []
+    for x in bn.input[1:5]:
+        c = gr.const(x)
+        if c is None:
+            raise HarnessError(f"fold_bottleneck: the last BatchNormalization's parameter {x!r} is not a constant.")
+        bn_params.append(c.astype(np.float64))
+    scale, beta, mean, var = bn_params
     eps = float(_attr(bn, "epsilon", 1e-5))  # the node's own epsilon
     k = scale / np.sqrt(var + eps)
     weight = (w * k[None, :]).T.reshape(w.shape[1], w.shape[0], 1, 1).astype(np.float32)
@@ -150,12 +160,13 @@ def fold_bottleneck(model: onnx.ModelProto) -> onnx.ModelProto:
     wname = gr.add_init("folded_bottleneck_weight", weight)
     bname = gr.add_init("folded_bottleneck_bias", bias)
     conv_out = bn.output[0] + "_conv"
-    conv = helper.make_node("Conv", [pool.output[0], wname, bname], [conv_out], name="folded_bottleneck_conv",
-                            kernel_shape=[1, 1])
+    conv = helper.make_node(
+        "Conv", [pool.output[0], wname, bname], [conv_out], name="folded_bottleneck_conv", kernel_shape=[1, 1]
+    )
     flatten = helper.make_node("Flatten", [conv_out], [bn.output[0]], name="folded_bottleneck_flatten", axis=1)
     nodes = list(m.graph.node)
     at = nodes.index(bn)
-    nodes[at:at + 1] = [conv, flatten]
+    nodes[at : at + 1] = [conv, flatten]
     del m.graph.node[:]
     m.graph.node.extend(nodes)
     return prune(m)
@@ -178,9 +189,9 @@ def fold_residual_scale(model: onnx.ModelProto) -> onnx.ModelProto:
         w, b = gr.const(conv.input[1]), gr.const(conv.input[2])
         if s is None or s.size != 1 or w is None or b is None:
             continue
-        s = float(s.reshape(()))
-        conv.input[1] = gr.add_init(conv.input[1] + "_scaled", (w * s).astype(np.float32))
-        conv.input[2] = gr.add_init(conv.input[2] + "_scaled", (b * s).astype(np.float32))
+        factor = float(s.reshape(()))
+        conv.input[1] = gr.add_init(conv.input[1] + "_scaled", (w * factor).astype(np.float32))
+        conv.input[2] = gr.add_init(conv.input[2] + "_scaled", (b * factor).astype(np.float32))
         rename[mul.output[0]] = conv.output[0]
         drop.add(id(mul))
     keep = [n for n in m.graph.node if id(n) not in drop]
@@ -204,8 +215,12 @@ def simplify(model: onnx.ModelProto) -> onnx.ModelProto:
     return simplified
 
 
-PASSES = {"simplify": simplify, "cut-at-last-bn": cut_at_last_bn, "fold-bottleneck": fold_bottleneck,
-          "fold-residual-scale": fold_residual_scale}
+PASSES = {
+    "simplify": simplify,
+    "cut-at-last-bn": cut_at_last_bn,
+    "fold-bottleneck": fold_bottleneck,
+    "fold-residual-scale": fold_residual_scale,
+}
 
 
 def apply(model: onnx.ModelProto, names: list[str]) -> onnx.ModelProto:

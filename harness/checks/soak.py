@@ -14,30 +14,50 @@ Verdict:
                to have checked every batch once);
   PASS         otherwise.
 Throughput per window and its drift (last window over first) are reported, never judged: on a shared
-machine they follow the neighbours as much as the engine (see harness/perfstats.py for perf verdicts).
+machine they follow the neighbours as much as the engine (see harness/checks/perfstats.py for perf verdicts).
 """
+
 from __future__ import annotations
 
-import dataclasses
 import os
 import threading
 import time
 import traceback
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 
-from . import compare, environment
-from .engines import Engine
-from .errors import HarnessError
-from .gate import DatasetRef, Gate, ModelRef, _Result
-from .verdicts import Verdict
+from harness.checks import conformance
+from harness.core.errors import HarnessError
+from harness.core.results import DatasetRef, Mismatch, ModelRef, SoakResult, Tolerance
+from harness.core.verdicts import Verdict
+from harness.engines import Engine
+from harness.store import environment
+
+if TYPE_CHECKING:
+    from harness.lfw.data import Dataset
+    from harness.store.baselines import BaselineStore
 
 LEAK_MIB = 64.0
 LEAK_FRACTION = 0.10
 WINDOWS = 10  # throughput windows after the warm-up, at most
 SAMPLE_SECONDS = 0.25
 MAX_REPORTED = 10
+
+
+class Context(Protocol):
+    """What the soak takes from its caller (``harness.gate.Gate`` is one): the data, the probe set and its
+    reference embeddings, the tolerances, where to log."""
+
+    dataset: Dataset
+    store: BaselineStore
+    batch_size: int
+    log: Callable[[str], None]
+
+    def probe_indices(self) -> list[int]: ...
+
+    def reference_probe(self, indices: Sequence[int]) -> tuple[np.ndarray, str]: ...
 
 
 def rss_mib() -> float | None:
@@ -47,50 +67,6 @@ def rss_mib() -> float | None:
             return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
     except (OSError, ValueError, IndexError):
         return None
-
-
-@dataclasses.dataclass(frozen=True)
-class Mismatch:
-    """One output beyond the tolerance (or a worker's error)."""
-
-    worker: int
-    call: int  # the worker's call number, from 0
-    batch: int  # index of the probe batch
-    seconds: float  # since the soak started
-    detail: str  # the comparison's failures, or the error
-
-
-@dataclasses.dataclass(eq=False)
-class SoakResult(_Result):
-    engine: dict  # Engine.describe() of worker 0
-    model: ModelRef
-    dataset: DatasetRef
-    verdict: Verdict
-    reasons: list[str]
-    workers: int
-    seconds: float
-    batch_size: int
-    calls: int
-    images: int
-    checked_outputs: int
-    mismatches: int
-    first_mismatches: list[Mismatch]  # at most MAX_REPORTED, in time order
-    rotations_min: int  # the fewest full passes over the probe batches any worker made
-    window_seconds: float
-    window_images_per_second: list[float]  # all workers together, after the warm-up
-    throughput_drift: float | None  # last window / first window
-    throughput_cv: float | None
-    rss_warm_mib: float | None  # after every worker's first rotation
-    rss_end_mib: float | None
-    rss_peak_mib: float | None
-    rss_growth_mib: float | None
-    rss_slope_mib_per_minute: float | None
-    max_change_vs_first_output: float  # largest |difference| of an output from the same worker's first one
-    environment: dict
-
-    def __repr__(self) -> str:
-        return (f"<SoakResult {self.engine['backend']} {self.engine['precision']} x{self.workers}: {self.verdict}, "
-                f"{self.checked_outputs} outputs checked, {self.mismatches} beyond tolerance>")
 
 
 class _Worker(threading.Thread):
@@ -106,7 +82,9 @@ class _Worker(threading.Thread):
         self.setup_error: BaseException | None = None
         self.ready, self.go = threading.Event(), threading.Event()
         # set by soak() before ``go``
-        self.references = self.keys = self.tol = None
+        self.references: list[np.ndarray] | None = None
+        self.keys: list[list[str]] | None = None
+        self.tol: Tolerance | None = None
         self.t0 = self.deadline = 0.0
         self.cancelled = False
         self.loop_end: float | None = None  # seconds since start when this worker stopped running
@@ -149,12 +127,15 @@ class _Worker(threading.Thread):
         calls = 0
         first: dict[int, np.ndarray] = {}
         n = len(self.batches)
+        engine, references, keys, tol = self.engine, self.references, self.keys, self.tol
+        # run() loops only once the engine is made, and soak() sets the rest before ``go``
+        assert engine is not None and references is not None and keys is not None and tol is not None
         while time.perf_counter() < self.deadline or self.rotations < self.min_rotations:
             b = (self.wid + calls) % n
-            out = self.engine.run(self.batches[b])
+            out = engine.run(self.batches[b])
             now = time.perf_counter() - self.t0
             self.done.append((now, len(out)))
-            result = compare.compare(self.references[b], out, self.keys[b], self.tol)
+            result = conformance.compare(references[b], out, keys[b], tol)
             if not result.passed:
                 self._mismatch(calls, b, now, "; ".join(result.failures))
             if b in first:
@@ -178,9 +159,16 @@ class _Worker(threading.Thread):
             self.mismatches.append(Mismatch(self.wid, call, batch, round(seconds, 3), detail))
 
 
-def soak(gate: Gate, make: Callable[[], Engine], *, workers: int = 2, seconds: float = 60.0,
-         min_rotations: int = 0, batch_size: int | None = None, log: Callable[[str], None] | None = None
-         ) -> SoakResult:
+def soak(
+    gate: Context,
+    make: Callable[[], Engine],
+    *,
+    workers: int = 2,
+    seconds: float = 60.0,
+    min_rotations: int = 0,
+    batch_size: int | None = None,
+    log: Callable[[str], None] | None = None,
+) -> SoakResult:
     """Run ``workers`` engines from ``make()`` at once for ``seconds`` on the probe set; see the module doc.
 
     Each worker makes its engine on its own thread, one after another (builds, calibration and CUDA graph
@@ -214,7 +202,8 @@ def soak(gate: Gate, make: Callable[[], Engine], *, workers: int = 2, seconds: f
             t.join()
         raise failed
     engine = threads[0].engine
-    tol = compare.Tolerance.from_dict(gate.store.precision_tolerance(engine.precision))
+    assert engine is not None  # every worker made its engine: none has a setup error
+    tol = Tolerance.from_dict(gate.store.precision_tolerance(engine.precision))
     log(f"soak: {workers} x {engine.label} over {len(batches)} probe batches of <= {bs} for {seconds:g} s")
 
     samples: list[tuple[float, float]] = []
@@ -241,8 +230,9 @@ def soak(gate: Gate, make: Callable[[], Engine], *, workers: int = 2, seconds: f
     return _result(gate, engine, threads, samples, warm_at, end, bs)
 
 
-def _result(gate: Gate, engine: Engine, threads: Sequence[_Worker], samples, warm_at, end: float, bs: int
-            ) -> SoakResult:
+def _result(
+    gate: Context, engine: Engine, threads: Sequence[_Worker], samples, warm_at, end: float, bs: int
+) -> SoakResult:
     mismatches = sorted((m for t in threads for m in t.mismatches), key=lambda m: m.seconds)
     count = sum(t.mismatch_count for t in threads)
     done = sorted(d for t in threads for d in t.done)
@@ -275,11 +265,15 @@ def _result(gate: Gate, engine: Engine, threads: Sequence[_Worker], samples, war
 
     reasons = []
     if count:
-        reasons.append(f"{count} outputs or calls failed (first: worker {mismatches[0].worker}, "
-                       f"call {mismatches[0].call}: {mismatches[0].detail})")
+        reasons.append(
+            f"{count} outputs or calls failed (first: worker {mismatches[0].worker}, "
+            f"call {mismatches[0].call}: {mismatches[0].detail})"
+        )
     if growth is not None and rss_warm is not None and growth > max(LEAK_MIB, LEAK_FRACTION * rss_warm):
-        reasons.append(f"resident memory grew {growth:.0f} MiB after the warm-up ({rss_warm:.0f} -> {rss_end:.0f} "
-                       f"MiB; limit max({LEAK_MIB:.0f} MiB, {LEAK_FRACTION:.0%}))")
+        reasons.append(
+            f"resident memory grew {growth:.0f} MiB after the warm-up ({rss_warm:.0f} -> {rss_end:.0f} "
+            f"MiB; limit max({LEAK_MIB:.0f} MiB, {LEAK_FRACTION:.0%}))"
+        )
     if reasons:
         verdict = Verdict.FAIL
     elif rotations < 1:
@@ -287,12 +281,32 @@ def _result(gate: Gate, engine: Engine, threads: Sequence[_Worker], samples, war
         reasons.append("a worker did not run every probe batch once in the time given; soak longer")
     else:
         verdict = Verdict.PASS
+    description = threads[0].description
+    assert description is not None  # set with the engine, before the soak started
     return SoakResult(
-        engine=threads[0].description, model=ModelRef.of(engine.model), dataset=DatasetRef.of(gate.dataset),
-        verdict=verdict, reasons=reasons, workers=len(threads), seconds=round(end, 3), batch_size=bs,
-        calls=len(done), images=int(sum(d[1] for d in done)), checked_outputs=len(done), mismatches=count,
-        first_mismatches=mismatches, rotations_min=rotations, window_seconds=round(width, 3),
-        window_images_per_second=[round(r, 2) for r in rates], throughput_drift=drift, throughput_cv=cv,
-        rss_warm_mib=rss_warm, rss_end_mib=rss_end, rss_peak_mib=rss_peak, rss_growth_mib=growth,
-        rss_slope_mib_per_minute=slope, max_change_vs_first_output=max(t.max_change for t in threads),
-        environment=environment.fingerprint())
+        engine=description,
+        model=ModelRef.of(engine.model),
+        dataset=DatasetRef.of(gate.dataset),
+        verdict=verdict,
+        reasons=reasons,
+        workers=len(threads),
+        seconds=round(end, 3),
+        batch_size=bs,
+        calls=len(done),
+        images=int(sum(d[1] for d in done)),
+        checked_outputs=len(done),
+        mismatches=count,
+        first_mismatches=mismatches,
+        rotations_min=rotations,
+        window_seconds=round(width, 3),
+        window_images_per_second=[round(r, 2) for r in rates],
+        throughput_drift=drift,
+        throughput_cv=cv,
+        rss_warm_mib=rss_warm,
+        rss_end_mib=rss_end,
+        rss_peak_mib=rss_peak,
+        rss_growth_mib=growth,
+        rss_slope_mib_per_minute=slope,
+        max_change_vs_first_output=max(t.max_change for t in threads),
+        environment=environment.fingerprint(),
+    )

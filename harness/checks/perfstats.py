@@ -21,16 +21,19 @@ The canary (a fixed GEMM before each block, CPU engines) is measured and reporte
 ratio, never judged. Reported on the AVX2-only EPYC (family 23): its rate moved 2x between recording
 and judging on a quiet machine while the engine moved 7%, and with one core busy the 2-thread engine
 ran at 0.50x while the canary ran at anything from 0.1x to 1x; a witness that far from the engine
-cannot be allowed to veto a FAIL. What the canary was meant to catch, a machine shared meanwhile, is caught directly: other processes' CPU time and steal time
-(``LoadMonitor``) make the measurement unstable, hence INCONCLUSIVE, never FAIL.
+cannot be allowed to veto a FAIL. What the canary was meant to catch, a machine shared meanwhile, is
+caught directly: other processes' CPU time and steal time (``LoadMonitor``) make the measurement
+unstable, hence INCONCLUSIVE, never FAIL.
 """
+
 from __future__ import annotations
 
 import dataclasses
 
 import numpy as np
 
-from .verdicts import Verdict
+from harness.core.results import Stability
+from harness.core.verdicts import Verdict
 
 CV_LIMIT = 0.10  # of the block values
 LEVEL_GAP = 0.10  # between the first and the second half of the blocks
@@ -59,16 +62,13 @@ def block_values(samples, canary=None) -> np.ndarray:
     return values
 
 
-@dataclasses.dataclass(frozen=True)
-class Stability:
-    stable: bool
-    cv: float  # robust CV of the block values
-    level_spread: float  # between the medians of the first and second half of the blocks
-    why: str = ""
-
-
-def stability(samples, cv_limit: float = CV_LIMIT, level_gap: float = LEVEL_GAP,
-              load: float | None = None, load_limit: float = LOAD_LIMIT) -> Stability:
+def stability(
+    samples,
+    cv_limit: float = CV_LIMIT,
+    level_gap: float = LEVEL_GAP,
+    load: float | None = None,
+    load_limit: float = LOAD_LIMIT,
+) -> Stability:
     """Whether a series of throughputs is steady: the block values' robust spread (1.4826 x MAD /
     median, insensitive to one odd block) under ``cv_limit``, the first half of the blocks within
     ``level_gap`` of the second half (no second level, no drift), and other processes' share of the
@@ -91,8 +91,15 @@ def stability(samples, cv_limit: float = CV_LIMIT, level_gap: float = LEVEL_GAP,
     return Stability(not reasons, cv, spread, "; ".join(reasons))
 
 
-def ratio_ci(current, baseline, current_canary=None, baseline_canary=None, seed: int = 0,
-             draws: int = BOOTSTRAP, confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+def ratio_ci(
+    current,
+    baseline,
+    current_canary=None,
+    baseline_canary=None,
+    seed: int = 0,
+    draws: int = BOOTSTRAP,
+    confidence: float = CONFIDENCE,
+) -> tuple[float, float, float]:
     """(ratio of medians, CI low, CI high): the medians of both series' block values (canary-normalised
     when canaries are given), with a bootstrap over the blocks of each series, independently."""
     rng = np.random.default_rng(seed)
@@ -120,8 +127,9 @@ class Decision:
     why: str
 
 
-def decide(current, baseline, tolerance: float, current_canary=None, baseline_canary=None,
-           stable: Stability | None = None) -> Decision:
+def decide(
+    current, baseline, tolerance: float, current_canary=None, baseline_canary=None, stable: Stability | None = None
+) -> Decision:
     """The verdict on ``current`` against ``baseline`` samples (see the module docstring)."""
     floor = 1.0 - tolerance
     raw, lo, hi = ratio_ci(current, baseline)

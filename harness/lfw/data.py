@@ -7,6 +7,7 @@ Two dataset forms are supported:
   * a pre-aligned folder of 160x160 images, used as is.
 Images are decoded as RGB and normalised ``(x - 127.5) / 128`` into NCHW float32.
 """
+
 from __future__ import annotations
 
 import concurrent.futures
@@ -15,22 +16,30 @@ import hashlib
 import math
 import os
 import time
+from collections.abc import Iterator, Sequence
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import cv2
 import numpy as np
 
-from . import cache
-from .errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.store import cache
 
 IMAGE_SIZE = 160
 MARGIN = 32
 MEAN, SCALE = 127.5, 128.0
 EXTENSIONS = (".jpg", ".png", ".jpeg")
 CROPS_LAYOUT = "uint8 NCHW, v1"  # the crop cache's file layout; bump on any change
-PREPROCESSING = {"crop": "facenet-align", "margin": MARGIN, "size": IMAGE_SIZE, "resize": "cv2.INTER_LINEAR",
-                 "mean": MEAN, "scale": SCALE, "order": "RGB", "layout": "NCHW"}
+PREPROCESSING = {
+    "crop": "facenet-align",
+    "margin": MARGIN,
+    "size": IMAGE_SIZE,
+    "resize": "cv2.INTER_LINEAR",
+    "mean": MEAN,
+    "scale": SCALE,
+    "order": "RGB",
+    "layout": "NCHW",
+}
 
 
 def locate(shared: str | os.PathLike | None = None) -> tuple[str | None, str | None, str | None]:
@@ -91,33 +100,42 @@ def parse_pairs(path: str | os.PathLike) -> Protocol:
         lines = path.read_text().splitlines()
     except (OSError, UnicodeDecodeError) as e:
         raise HarnessError(f"{path}: cannot read the LFW pairs file ({e}); set LFW_PAIRS or --pairs.") from None
-    lines = [(i + 1, ln.split()) for i, ln in enumerate(lines) if ln.strip()]
-    if not lines:
+    numbered = [(i + 1, ln.split()) for i, ln in enumerate(lines) if ln.strip()]
+    if not numbered:
         raise HarnessError(f"{path}: empty; an LFW pairs file starts with a header line like '10 300'.")
-    lineno, header = lines[0]
+    lineno, header = numbered[0]
     try:
         folds, per_fold = (int(x) for x in header)
     except ValueError:
-        raise HarnessError(f"{path}:{lineno}: header {' '.join(header)!r} is not '<folds> <pairs per half-fold>' "
-                           "(the official file says '10 300').") from None
+        raise HarnessError(
+            f"{path}:{lineno}: header {' '.join(header)!r} is not '<folds> <pairs per half-fold>' "
+            "(the official file says '10 300')."
+        ) from None
     if folds < 2 or per_fold < 1:
         raise HarnessError(f"{path}:{lineno}: header says {folds} folds of {per_fold}; need at least 2 folds.")
-    body = lines[1:]
+    body = numbered[1:]
     if len(body) != 2 * folds * per_fold:
-        raise HarnessError(f"{path}: header promises {folds} folds x 2 x {per_fold} = {2 * folds * per_fold} pairs, "
-                           f"the file has {len(body)} pair lines.")
-    pairs, seen = [], {}
+        raise HarnessError(
+            f"{path}: header promises {folds} folds x 2 x {per_fold} = {2 * folds * per_fold} pairs, "
+            f"the file has {len(body)} pair lines."
+        )
+    pairs: list[Pair] = []
+    seen: dict[frozenset[str], int] = {}
     for k, (lineno, fields) in enumerate(body):
         fold, same = k // (2 * per_fold), (k % (2 * per_fold)) < per_fold
         if same:
             if len(fields) != 3:
-                raise HarnessError(f"{path}:{lineno}: line {k % (2 * per_fold) + 1} of fold {fold + 1} must be a "
-                                   f"same-person pair 'name n1 n2' (3 fields), got {len(fields)}.")
+                raise HarnessError(
+                    f"{path}:{lineno}: line {k % (2 * per_fold) + 1} of fold {fold + 1} must be a "
+                    f"same-person pair 'name n1 n2' (3 fields), got {len(fields)}."
+                )
             a, b = _image_key(path, lineno, fields[0], fields[1]), _image_key(path, lineno, fields[0], fields[2])
         else:
             if len(fields) != 4:
-                raise HarnessError(f"{path}:{lineno}: line {k % (2 * per_fold) + 1} of fold {fold + 1} must be a "
-                                   f"different-person pair 'name1 n1 name2 n2' (4 fields), got {len(fields)}.")
+                raise HarnessError(
+                    f"{path}:{lineno}: line {k % (2 * per_fold) + 1} of fold {fold + 1} must be a "
+                    f"different-person pair 'name1 n1 name2 n2' (4 fields), got {len(fields)}."
+                )
             a, b = _image_key(path, lineno, fields[0], fields[1]), _image_key(path, lineno, fields[2], fields[3])
             if fields[0] == fields[2]:
                 raise HarnessError(f"{path}:{lineno}: a different-person pair names {fields[0]!r} twice.")
@@ -151,13 +169,15 @@ def read_boxes(path: str | os.PathLike) -> dict[str, Box | None]:
         raise HarnessError(f"{path}: cannot read the face-box TSV ({e}); set LFW_BOXES or --boxes.") from None
     rows = [(i + 1, ln.split("\t")) for i, ln in enumerate(text.splitlines()) if ln.strip() and not ln.startswith("#")]
     if not rows or tuple(c.strip() for c in rows[0][1][: len(BOX_COLUMNS)]) != BOX_COLUMNS:
-        raise HarnessError(f"{path}: the first non-comment line must be the header starting "
-                           f"{' '.join(BOX_COLUMNS)} (tab-separated).")
+        raise HarnessError(
+            f"{path}: the first non-comment line must be the header starting {' '.join(BOX_COLUMNS)} (tab-separated)."
+        )
     boxes: dict[str, Box | None] = {}
     for lineno, cols in rows[1:]:
         if len(cols) < len(BOX_COLUMNS):
-            raise HarnessError(f"{path}:{lineno}: {len(cols)} columns, need at least {len(BOX_COLUMNS)} "
-                               f"({', '.join(BOX_COLUMNS)}).")
+            raise HarnessError(
+                f"{path}:{lineno}: {len(cols)} columns, need at least {len(BOX_COLUMNS)} ({', '.join(BOX_COLUMNS)})."
+            )
         key = os.path.splitext(cols[0].strip())[0]
         coords = [c.strip() for c in cols[2:6]]
         if not any(coords):
@@ -182,7 +202,7 @@ def facenet_crop(img: np.ndarray, box: Box | None, margin: int = MARGIN, size: i
         if h < size or w < size:
             raise ValueError(f"image {w}x{h} is smaller than {size}x{size} and has no face box")
         top, left = (h - size) // 2, (w - size) // 2
-        return img[top:top + size, left:left + size]
+        return img[top : top + size, left : left + size]
     x1, y1 = int(max(box.x1 - margin / 2, 0)), int(max(box.y1 - margin / 2, 0))
     x2, y2 = int(min(box.x2 + margin / 2, w)), int(min(box.y2 + margin / 2, h))
     if x2 <= x1 or y2 <= y1:
@@ -205,8 +225,9 @@ def read_rgb(path: Path) -> np.ndarray:
         raise HarnessError(f"{path}: truncated JPEG (no end-of-image marker); restore it from the LFW archive.")
     img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) if raw else None
     if img is None:
-        raise HarnessError(f"{path}: not a readable image (corrupt or not an image file); "
-                           "restore it from the LFW archive.")
+        raise HarnessError(
+            f"{path}: not a readable image (corrupt or not an image file); restore it from the LFW archive."
+        )
     return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
 
 
@@ -233,8 +254,10 @@ class Dataset:
     def __init__(self, images: str | os.PathLike, pairs: str | os.PathLike, boxes: str | os.PathLike | None = None):
         self.root = Path(images)
         if not self.root.is_dir():
-            raise HarnessError(f"{self.root}: no such LFW image folder; set LFW_DIR or --lfw-dir "
-                               "(a folder of <Person>/<Person>_NNNN.jpg).")
+            raise HarnessError(
+                f"{self.root}: no such LFW image folder; set LFW_DIR or --lfw-dir "
+                "(a folder of <Person>/<Person>_NNNN.jpg)."
+            )
         self.protocol = parse_pairs(pairs)
         self.boxes_path = Path(boxes) if boxes else None
         self.boxes = read_boxes(boxes) if boxes else None
@@ -243,9 +266,11 @@ class Dataset:
         if self.boxes is not None:
             missing = [k for k in self.keys if k not in self.boxes]
             if missing:
-                raise HarnessError(f"{self.boxes_path}: no face-box row for {len(missing)} protocol images, e.g. "
-                                   f"{missing[0]}; regenerate it with 'facenet-harness align' or drop --boxes for a "
-                                   "pre-aligned folder.")
+                raise HarnessError(
+                    f"{self.boxes_path}: no face-box row for {len(missing)} protocol images, e.g. "
+                    f"{missing[0]}; regenerate it with 'facenet-harness align' or drop --boxes for a "
+                    "pre-aligned folder."
+                )
         self._digest: str | None = None
         self._crop_cache: Path | None = None
         self._crops: np.ndarray | None = None
@@ -259,8 +284,10 @@ class Dataset:
             p = self.root / f"{key}{ext}"
             if p.is_file():
                 return p
-        raise HarnessError(f"{self.root / key}.jpg: image named by {self.protocol.path} is missing "
-                           "(LFW_DIR must point at the folder holding <Person>/<Person>_NNNN.jpg).")
+        raise HarnessError(
+            f"{self.root / key}.jpg: image named by {self.protocol.path} is missing "
+            "(LFW_DIR must point at the folder holding <Person>/<Person>_NNNN.jpg)."
+        )
 
     @property
     def digest(self) -> str:
@@ -268,7 +295,7 @@ class Dataset:
         if self._digest is None:
             h = hashlib.sha256()
             h.update(f"pairs {self.protocol.sha256}\n".encode())
-            for key, path in zip(self.keys, self.paths):
+            for key, path in zip(self.keys, self.paths, strict=True):
                 h.update(f"{path.relative_to(self.root)}\0{cache.sha256_file(path)}\n".encode())
                 if self.boxes is not None:
                     h.update(f"box {self.boxes[key]}\n".encode())
@@ -284,8 +311,10 @@ class Dataset:
         img = read_rgb(path)
         if self.boxes is None:
             if img.shape[:2] != (IMAGE_SIZE, IMAGE_SIZE):
-                raise HarnessError(f"{path}: a pre-aligned image must be {IMAGE_SIZE}x{IMAGE_SIZE}, it is "
-                                   f"{img.shape[1]}x{img.shape[0]}; for raw LFW images pass the face boxes (LFW_BOXES).")
+                raise HarnessError(
+                    f"{path}: a pre-aligned image must be {IMAGE_SIZE}x{IMAGE_SIZE}, it is "
+                    f"{img.shape[1]}x{img.shape[0]}; for raw LFW images pass the face boxes (LFW_BOXES)."
+                )
             return img
         if key not in self.boxes:
             raise HarnessError(f"{self.boxes_path}: no face-box row for {key}; regenerate the TSV.")
@@ -302,12 +331,17 @@ class Dataset:
         """
         used = set(self.keys)
         candidates = sorted(
-            (f"{p.parent.name}/{p.stem}", p) for p in self.root.glob("*/*")
-            if p.suffix.lower() in EXTENSIONS and f"{p.parent.name}/{p.stem}" not in used
-            and (self.boxes is None or f"{p.parent.name}/{p.stem}" in self.boxes))
+            (f"{p.parent.name}/{p.stem}", p)
+            for p in self.root.glob("*/*")
+            if p.suffix.lower() in EXTENSIONS
+            and f"{p.parent.name}/{p.stem}" not in used
+            and (self.boxes is None or f"{p.parent.name}/{p.stem}" in self.boxes)
+        )
         if len(candidates) < size:
-            raise HarnessError(f"{self.root}: only {len(candidates)} images outside the protocol for calibration, "
-                               f"{size} asked; lower the calibration size.")
+            raise HarnessError(
+                f"{self.root}: only {len(candidates)} images outside the protocol for calibration, "
+                f"{size} asked; lower the calibration size."
+            )
         pick = np.random.default_rng(seed).choice(len(candidates), size, replace=False)
         return [candidates[i] for i in sorted(pick)]
 
@@ -322,8 +356,13 @@ class Dataset:
 
     def crops_key(self) -> str:
         """Content key of the crop cache: dataset digest (images, boxes, protocol), preprocessing, OpenCV."""
-        return cache.key_of(dataset=self.digest, preprocessing=PREPROCESSING, keys=len(self.keys),
-                            layout=CROPS_LAYOUT, opencv=cv2.__version__)  # its JPEG decoder and resize make the crops
+        return cache.key_of(
+            dataset=self.digest,
+            preprocessing=PREPROCESSING,
+            keys=len(self.keys),
+            layout=CROPS_LAYOUT,
+            opencv=cv2.__version__,
+        )  # its JPEG decoder and resize make the crops
 
     def crops(self) -> np.ndarray:
         """All protocol faces as uint8 NCHW (in ``keys`` order), memory-mapped from the crop cache.
@@ -345,11 +384,12 @@ class Dataset:
 
     def _write_crops(self, tmp: Path) -> dict:
         start = time.perf_counter()
-        self._fill(np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8,
-                                             shape=(len(self.keys), 3, IMAGE_SIZE, IMAGE_SIZE)))
+        self._fill(
+            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(self.keys), 3, IMAGE_SIZE, IMAGE_SIZE))
+        )
         return {"seconds": round(time.perf_counter() - start, 3)}  # the memmap is closed: the file is whole
 
-    def _fill(self, out: np.ndarray) -> None:
+    def _fill(self, out: np.memmap) -> None:
         def put(i: int) -> None:
             out[i] = self.load(i).transpose(2, 0, 1)
 
@@ -364,20 +404,25 @@ class Dataset:
             return normalize_chw(self.crops()[np.asarray(indices, dtype=np.intp)])
         return normalize(np.stack([self.load(i) for i in indices]))
 
-    def batches(self, batch_size: int, indices: Sequence[int] | None = None, prefetch: int = 2
-                ) -> Iterator[tuple[list[int], np.ndarray]]:
+    def batches(
+        self, batch_size: int, indices: Sequence[int] | None = None, prefetch: int = 2
+    ) -> Iterator[tuple[list[int], np.ndarray]]:
         """Yield ``(indices, batch)`` while the next batches are decoded in background threads.
 
         OpenCV releases the GIL while decoding and resizing, so loading overlaps inference.
         """
         order = list(range(len(self.keys))) if indices is None else list(indices)
-        chunks = [order[i:i + batch_size] for i in range(0, len(order), batch_size)]
+        chunks = [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
         if self._crop_cache is not None:
             self.crops()  # built (or verified) once here, not by racing prefetch threads
         with concurrent.futures.ThreadPoolExecutor(max_workers=prefetch) as pool:
-            pending = [pool.submit(self.batch, c) for c in chunks[:prefetch]]
+            pending: list[concurrent.futures.Future[np.ndarray] | None] = [
+                pool.submit(self.batch, c) for c in chunks[:prefetch]
+            ]
             for k, chunk in enumerate(chunks):
-                batch = pending[k].result()
+                future = pending[k]
+                assert future is not None  # each slot is cleared only after its batch is handed out
+                batch = future.result()
                 if k + prefetch < len(chunks):
                     pending.append(pool.submit(self.batch, chunks[k + prefetch]))
                 pending[k] = None  # free the batch once handed out

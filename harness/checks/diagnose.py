@@ -22,7 +22,7 @@ names), with two graph patterns on top:
     output the engine does not have, the engine's tensor of that name holds the activated value
     (onnxruntime's quantization pre-processing and TensorRT fuse Conv+Relu), so it is compared with the
     activation's output;
-  * deploy passes (``harness.graph_passes``): when the engine's ONNX shows a folded residual scale, a folded
+  * deploy passes (``harness.model.graph_passes``): when the engine's ONNX shows a folded residual scale, a folded
     bottleneck or a cut before the L2 normalisation, the same passes are applied to the reference
     (they are exact to 1e-5), so the transformed tensors are compared with their own counterparts.
 An engine ONNX whose tensors are named otherwise (another exporter) cannot be mapped; the diagnosis says so.
@@ -40,19 +40,22 @@ this project's LFW copy (onnxruntime 1.32 CPU): the shipped fp16 engine's worst 
 matched, 131 through a fused Relu, 22 hidden by fusions); an FP32 ONNX with one mid-network convolution's
 weights scaled by 1.5 errs by 0.89 at that convolution (tolerance 0.018) with its input exact.
 """
+
 from __future__ import annotations
 
 import dataclasses
-import enum
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TypedDict
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from . import compare, graph_passes
-from .errors import HarnessError
+from harness.checks import conformance
+from harness.core.errors import HarnessError
+from harness.core.results import Diagnosis, LayerStat, LayerTolerance, Status
+from harness.model import graph_passes
 
 DEFAULT_SAMPLES = 8  # the worst probe images of the comparison
 RUN_BATCH = 4  # images per run with every intermediate exposed (memory: all tensors of the batch at once)
@@ -66,91 +69,14 @@ ACTIVATIONS = ("Relu", "LeakyRelu", "Clip", "Sigmoid", "HardSigmoid", "Tanh", "P
 MIN_MATCHED = 0.5  # below this share of reference tensors with a counterpart, the graphs are not the same network
 
 
-class Status(str, enum.Enum):
-    DIVERGED = "DIVERGED"
-    WITHIN_TOLERANCE = "WITHIN TOLERANCE"
-    NOT_SUPPORTED = "NOT SUPPORTED"
-
-    def __str__(self) -> str:
-        return self.value
-
-
-@dataclasses.dataclass(frozen=True)
-class LayerTolerance:
-    """The largest relative L2 error a layer's output may have (worst image), and where it comes from."""
-
-    max_error: float
-    precision: str
-    basis: str
-
-    @classmethod
-    def for_precision(cls, precision: str, tolerance: compare.Tolerance, factor: float = LAYER_FACTOR
-                      ) -> "LayerTolerance":
-        budget = float(np.sqrt(2.0 * (1.0 - tolerance.min_cosine)))
-        return cls(factor * budget, precision,
-                   f"{factor:g} x sqrt(2 (1 - min_cosine {tolerance.min_cosine})) = {factor:g} x {budget:.4g}")
-
-
-@dataclasses.dataclass
-class LayerStat:
-    """One compared layer: its reference node and tensor, the engine's tensor, and their agreement."""
-
-    index: int  # position of the node in the reference graph's topological order
-    node: str
-    op_type: str  # "Conv+Relu" where the engine fused the activation
-    tensor: str  # the reference tensor
-    engine_tensor: str
-    mapped: str  # "name", "fused Relu", "dequantized", ...
-    cosine: float  # worst image
-    error: float  # relative L2 error, worst image
-    max_abs: float
-    max_rel: float
-    nonfinite: int
-    inputs: list[str]  # the reference tensors it reads (computed ones; weights and graph input aside)
-    input_error: float  # the worst error among its inputs (nearest compared ancestors; 0: graph input)
-    contribution: float  # error - input_error
-    diverged: bool
-
-
-@dataclasses.dataclass
-class Diagnosis:
-    """The first diverging layer (``node``, ``op_type``, ``tensor`` and its stats; None when none diverged)
-    and every compared layer, for one engine against the reference on a few probe images."""
-
-    status: Status
-    why: str
-    precision: str
-    tolerance: LayerTolerance | None
-    samples: list[str]
-    node: str | None = None
-    op_type: str | None = None
-    tensor: str | None = None
-    engine_tensor: str | None = None
-    cosine: float | None = None
-    error: float | None = None
-    max_abs: float | None = None
-    max_rel: float | None = None
-    inputs: list[LayerStat] = dataclasses.field(default_factory=list)  # agreement of its inputs
-    after: list[LayerStat] = dataclasses.field(default_factory=list)  # the layers after it
-    ranking: list[LayerStat] = dataclasses.field(default_factory=list)  # by error contribution, largest first
-    layers: list[LayerStat] = dataclasses.field(default_factory=list)  # every compared layer, in order
-    mapping: dict = dataclasses.field(default_factory=dict)
-    reference_model: str = ""
-    engine_model: str = ""
-
-    @property
-    def diverged(self) -> bool:
-        return self.status is Status.DIVERGED
-
-    def to_json(self) -> dict:
-        from .gate import to_json
-
-        return to_json(self)
-
-    def __str__(self) -> str:
-        from . import report
-
-        return report.diagnosis_text(self)
+def layer_tolerance(precision: str, tolerance: conformance.Tolerance, factor: float = LAYER_FACTOR) -> LayerTolerance:
+    """A layer's tolerance from the embedding's: ``factor`` x the L2 error the min-cosine budget allows."""
+    budget = float(np.sqrt(2.0 * (1.0 - tolerance.min_cosine)))
+    return LayerTolerance(
+        factor * budget,
+        precision,
+        f"{factor:g} x sqrt(2 (1 - min_cosine {tolerance.min_cosine})) = {factor:g} x {budget:.4g}",
+    )
 
 
 def not_supported(precision: str, why: str, samples: Sequence[str] = ()) -> Diagnosis:
@@ -158,6 +84,7 @@ def not_supported(precision: str, why: str, samples: Sequence[str] = ()) -> Diag
 
 
 # --- exposing intermediates of an ONNX graph -------------------------------------------------------------
+
 
 def expose_all(model: onnx.ModelProto) -> onnx.ModelProto:
     """A copy of ``model`` with every node output (Constant nodes aside) as a graph output."""
@@ -202,13 +129,14 @@ class OnnxRunner:
             padded = np.zeros((self.static,) + batch.shape[1:], batch.dtype)
             padded[:n] = batch
             batch = padded
-        out = dict(zip(self.names, self.session.run(self.names, {self.input: batch})))
+        out = dict(zip(self.names, self.session.run(self.names, {self.input: batch}), strict=True))
         if self.static is not None and n != self.static:  # every FaceNet tensor leads with the batch
             out = {k: v[:n] if v.ndim and v.shape[0] == self.static else v for k, v in out.items()}
         return out
 
 
 # --- matching the engine's tensors to the reference's ------------------------------------------------------
+
 
 def detect_passes(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> list[str]:
     """The ``graph_passes`` the candidate shows signs of (by the patterns the passes leave)."""
@@ -218,7 +146,9 @@ def detect_passes(reference: onnx.ModelProto, candidate: onnx.ModelProto) -> lis
     found = []
     if any(n.endswith("_scaled") and n[: -len("_scaled")] in ref_inits for n in cand_inits - ref_inits):
         found.append("fold-residual-scale")
-    if "folded_bottleneck_conv" in cand_nodes and "folded_bottleneck_conv" not in {n.name for n in reference.graph.node}:
+    if "folded_bottleneck_conv" in cand_nodes and "folded_bottleneck_conv" not in {
+        n.name for n in reference.graph.node
+    }:
         found.append("fold-bottleneck")
 
     def normalises(m: onnx.ModelProto) -> bool:  # through the Casts of an FP16 graph's float32 output
@@ -267,8 +197,9 @@ def _quantized_params(model: onnx.ModelProto) -> dict[str, tuple[str, str]]:
     return out
 
 
-def match(reference: onnx.ModelProto, candidate: onnx.ModelProto, candidate_names: set[str] | None = None
-          ) -> tuple[list[_Pair], dict]:
+def match(
+    reference: onnx.ModelProto, candidate: onnx.ModelProto, candidate_names: set[str] | None = None
+) -> tuple[list[_Pair], dict]:
     """Pairs of (reference tensor, engine tensor) in the reference's topological order, and how they were found."""
     cand_tensors = {o for n in candidate.graph.node for o in n.output if o}
     available = cand_tensors if candidate_names is None else set(candidate_names)
@@ -306,21 +237,35 @@ def match(reference: onnx.ModelProto, candidate: onnx.ModelProto, candidate_name
             act = users[0] if len(users) == 1 and t not in ref_outputs and users[0].op_type in ACTIVATIONS else None
             if act is not None and engine_name(act.output[0]) is None:
                 # the engine fused the activation: its tensor ``t`` holds the activated value
-                pair = _Pair(index, node.name, f"{node.op_type}+{act.op_type}", act.output[0], name,
-                             f"fused {act.op_type}" + (", dequantized" if dq else ""), tuple(node.input), dq)
+                pair = _Pair(
+                    index,
+                    node.name,
+                    f"{node.op_type}+{act.op_type}",
+                    act.output[0],
+                    name,
+                    f"fused {act.op_type}" + (", dequantized" if dq else ""),
+                    tuple(node.input),
+                    dq,
+                )
                 fused_into[act.output[0]] = pair
                 considered += 1
             else:
-                pair = _Pair(index, node.name, node.op_type, t, name, "dequantized" if dq else "name",
-                             tuple(node.input), dq)
+                pair = _Pair(
+                    index, node.name, node.op_type, t, name, "dequantized" if dq else "name", tuple(node.input), dq
+                )
             pairs.append(pair)
-    info = {"compared": len(pairs), "reference_tensors": considered, "hidden": hidden,
-            "fused": sum(p.mapped.startswith("fused") for p in pairs),
-            "dequantized": sum(p.dequant is not None for p in pairs)}
+    info = {
+        "compared": len(pairs),
+        "reference_tensors": considered,
+        "hidden": hidden,
+        "fused": sum(p.mapped.startswith("fused") for p in pairs),
+        "dequantized": sum(p.dequant is not None for p in pairs),
+    }
     return pairs, info
 
 
 # --- comparing ----------------------------------------------------------------------------------------
+
 
 class _Accumulator:
     """Worst-image statistics of one pair over the runs."""
@@ -329,12 +274,12 @@ class _Accumulator:
         self.cosine, self.error, self.max_abs, self.max_rel, self.nonfinite = 1.0, 0.0, 0.0, 0.0, 0
         self.compared = False
 
-    def add(self, ref: np.ndarray, cand: np.ndarray, keys: list[str], tol: compare.Tolerance) -> None:
+    def add(self, ref: np.ndarray, cand: np.ndarray, keys: list[str], tol: conformance.Tolerance) -> None:
         n = len(ref)
         r, c = ref.reshape(n, -1), cand.reshape(n, -1)
-        res = compare.compare(r, c, keys, tol)
+        res = conformance.compare(r, c, keys, tol)
         norms = np.linalg.norm(r.astype(np.float64), axis=1)
-        diff = np.sqrt(np.sum(res.abs_err ** 2, axis=1))
+        diff = np.sqrt(np.sum(res.abs_err**2, axis=1))
         with np.errstate(divide="ignore", invalid="ignore"):  # an all-zero reference: exact or infinitely wrong
             err = np.where(norms > 0, diff / norms, np.where(diff == 0, 0.0, np.inf))
         cosine = np.where((norms == 0) & (diff == 0), 1.0, res.cosine)
@@ -356,9 +301,18 @@ def _float(x: np.ndarray, dequant: tuple[str, str] | None, inits: dict[str, np.n
     return (x.astype(np.float64) - zero) * scale
 
 
-def compare_layers(reference: onnx.ModelProto, candidate: onnx.ModelProto, run_candidate: Callable,
-                   images: np.ndarray, keys: Sequence[str], tolerance: LayerTolerance, precision: str,
-                   candidate_names: set[str] | None = None, batch: int = RUN_BATCH, label: str = "") -> Diagnosis:
+def compare_layers(
+    reference: onnx.ModelProto,
+    candidate: onnx.ModelProto,
+    run_candidate: Callable,
+    images: np.ndarray,
+    keys: Sequence[str],
+    tolerance: LayerTolerance,
+    precision: str,
+    candidate_names: set[str] | None = None,
+    batch: int = RUN_BATCH,
+    label: str = "",
+) -> Diagnosis:
     """Run both graphs on ``images`` and compare every matched tensor; the core of ``diagnose``.
 
     ``run_candidate(batch)`` returns the engine's tensors by name (an ``OnnxRunner`` or an engine's
@@ -373,17 +327,21 @@ def compare_layers(reference: onnx.ModelProto, candidate: onnx.ModelProto, run_c
     info["by"] = "name" + (f", after applying {', '.join(passes)} to the reference" if passes else "")
     covered = info["reference_tensors"] - len(info["hidden"])
     if not pairs or covered < MIN_MATCHED * info["reference_tensors"]:
-        return not_supported(precision, f"only {covered} of {info['reference_tensors']} reference tensors have a "
-                             f"counterpart in {label or 'the engine'} by name or by the known patterns (fused "
-                             "activations, graph_passes); its tensors are named otherwise (another exporter?), so "
-                             "layers cannot be matched", keys)
+        return not_supported(
+            precision,
+            f"only {covered} of {info['reference_tensors']} reference tensors have a "
+            f"counterpart in {label or 'the engine'} by name or by the known patterns (fused "
+            "activations, graph_passes); its tensors are named otherwise (another exporter?), so "
+            "layers cannot be matched",
+            keys,
+        )
     ref_runner = OnnxRunner(reference, "the reference")
     inits = {t.name: numpy_helper.to_array(t) for t in candidate.graph.initializer}
     acc = {p: _Accumulator() for p in pairs}
     shape_mismatch = set()
-    dummy = compare.Tolerance(np.inf, np.inf, -1.0, -1.0)  # thresholds are this module's, not compare's
+    dummy = conformance.Tolerance(np.inf, np.inf, -1.0, -1.0)  # thresholds are this module's, not compare's
     for start in range(0, len(images), batch):
-        x = np.ascontiguousarray(images[start:start + batch], np.float32)
+        x = np.ascontiguousarray(images[start : start + batch], np.float32)
         ref_t, cand_t = ref_runner(x), run_candidate(x)
         for p in pairs:
             if p.engine_tensor not in cand_t or p.tensor not in ref_t:
@@ -395,7 +353,7 @@ def compare_layers(reference: onnx.ModelProto, candidate: onnx.ModelProto, run_c
             if c.shape != r.shape:
                 shape_mismatch.add(p.tensor)
                 continue
-            acc[p].add(r, c, keys[start:start + batch], dummy)
+            acc[p].add(r, c, keys[start : start + batch], dummy)
         del ref_t, cand_t
     compared = [p for p in pairs if acc[p].compared]
     info["compared"] = len(compared)
@@ -420,8 +378,11 @@ def _stats(reference: onnx.ModelProto, pairs: list[_Pair], acc: dict, tolerance:
         if node is None or depth > 200:  # graph input or initializer: exact
             return 0.0
         fused = by_node.get(node.name)
-        value = error_of[fused.tensor] if fused is not None else \
-            max((upstream(i, depth + 1) for i in node.input if i), default=0.0)
+        value = (
+            error_of[fused.tensor]
+            if fused is not None
+            else max((upstream(i, depth + 1) for i in node.input if i), default=0.0)
+        )
         memo[tensor] = value
         return value
 
@@ -429,51 +390,110 @@ def _stats(reference: onnx.ModelProto, pairs: list[_Pair], acc: dict, tolerance:
     for p in pairs:
         a = acc[p]
         inp = max((upstream(i) for i in p.inputs if i), default=0.0)
-        out.append(LayerStat(p.index, p.node, p.op_type, p.tensor, p.engine_tensor, p.mapped, a.cosine, a.error,
-                             a.max_abs, a.max_rel, a.nonfinite, [i for i in p.inputs if i in producer], inp,
-                             a.error - inp, bool(a.nonfinite) or not a.error <= tolerance.max_error))
+        out.append(
+            LayerStat(
+                p.index,
+                p.node,
+                p.op_type,
+                p.tensor,
+                p.engine_tensor,
+                p.mapped,
+                a.cosine,
+                a.error,
+                a.max_abs,
+                a.max_rel,
+                a.nonfinite,
+                [i for i in p.inputs if i in producer],
+                inp,
+                a.error - inp,
+                bool(a.nonfinite) or not a.error <= tolerance.max_error,
+            )
+        )
     return out
 
 
-def _diagnosis(stats: list[LayerStat], tolerance: LayerTolerance, precision: str, keys: list[str], info: dict
-               ) -> Diagnosis:
+class _DiagnosisCommon(TypedDict):
+    """The ``Diagnosis`` fields every verdict of ``_diagnosis`` shares."""
+
+    precision: str
+    tolerance: LayerTolerance
+    samples: list[str]
+    ranking: list[LayerStat]
+    layers: list[LayerStat]
+    mapping: dict
+
+
+def _diagnosis(
+    stats: list[LayerStat], tolerance: LayerTolerance, precision: str, keys: list[str], info: dict
+) -> Diagnosis:
     ranking = sorted(stats, key=lambda s: -s.contribution if np.isfinite(s.contribution) else -np.inf)[:RANKED]
-    common = dict(precision=precision, tolerance=tolerance, samples=keys, ranking=ranking, layers=stats, mapping=info)
+    common = _DiagnosisCommon(
+        precision=precision, tolerance=tolerance, samples=keys, ranking=ranking, layers=stats, mapping=info
+    )
     if not stats:
-        return not_supported(precision, f"no layer could be compared ({len(info.get('shape_mismatch', []))} "
-                             "matched tensors differ in shape from the reference's)", keys)
+        return not_supported(
+            precision,
+            f"no layer could be compared ({len(info.get('shape_mismatch', []))} "
+            "matched tensors differ in shape from the reference's)",
+            keys,
+        )
     first = next((s for s in stats if s.diverged), None)
     if first is None:
         worst = max(stats, key=lambda s: s.error)
-        return Diagnosis(Status.WITHIN_TOLERANCE, f"every one of {len(stats)} compared layers is within relative "
-                         f"error {tolerance.max_error:.4g}; the worst is {worst.node} ({worst.error:.4g})", **common)
+        return Diagnosis(
+            Status.WITHIN_TOLERANCE,
+            f"every one of {len(stats)} compared layers is within relative "
+            f"error {tolerance.max_error:.4g}; the worst is {worst.node} ({worst.error:.4g})",
+            **common,
+        )
     at = stats.index(first)
     by_tensor = {s.tensor: s for s in stats}
     ins = [by_tensor[t] for t in first.inputs if t in by_tensor]
-    why = (f"{first.node} ({first.op_type}) is the first layer beyond relative error {tolerance.max_error:.4g}: "
-           f"{first.error:.4g}" + (f", its inputs agree to {first.input_error:.4g}" if first.input_error <= tolerance.max_error
-                                   else ""))
-    return Diagnosis(Status.DIVERGED, why, node=first.node, op_type=first.op_type, tensor=first.tensor,
-                     engine_tensor=first.engine_tensor, cosine=first.cosine, error=first.error, max_abs=first.max_abs,
-                     max_rel=first.max_rel, inputs=ins, after=stats[at + 1:at + 1 + AFTER], **common)
-
+    why = (
+        f"{first.node} ({first.op_type}) is the first layer beyond relative error {tolerance.max_error:.4g}: "
+        f"{first.error:.4g}"
+        + (f", its inputs agree to {first.input_error:.4g}" if first.input_error <= tolerance.max_error else "")
+    )
+    return Diagnosis(
+        Status.DIVERGED,
+        why,
+        node=first.node,
+        op_type=first.op_type,
+        tensor=first.tensor,
+        engine_tensor=first.engine_tensor,
+        cosine=first.cosine,
+        error=first.error,
+        max_abs=first.max_abs,
+        max_rel=first.max_rel,
+        inputs=ins,
+        after=stats[at + 1 : at + 1 + AFTER],
+        **common,
+    )
 
 
 # --- an engine against the reference -------------------------------------------------------------------
 
+
 def engine_graph(engine) -> Path | None:
     """The ONNX graph an engine executes as written (onnxruntime: its FP32, FP16 or INT8 model), else None."""
-    from .engines.onnxruntime import OnnxRuntimeEngine
+    from harness.engines.onnxruntime import OnnxRuntimeEngine
 
     return Path(engine.engine_path) if isinstance(engine, OnnxRuntimeEngine) else None
 
 
-def diagnose(engine, reference_onnx: str | Path, images: np.ndarray, keys: Sequence[str],
-             tolerance: LayerTolerance, batch: int = RUN_BATCH) -> Diagnosis:
+def diagnose(
+    engine,
+    reference_onnx: str | Path,
+    images: np.ndarray,
+    keys: Sequence[str],
+    tolerance: LayerTolerance,
+    batch: int = RUN_BATCH,
+) -> Diagnosis:
     """The first layer where ``engine`` departs from the FP32 reference ONNX on ``images`` (preprocessed
     NCHW), and every matched layer's error and contribution (see the module docstring)."""
     reference = onnx.load(str(reference_onnx))
     graph = engine_graph(engine)
+    runner: Callable[[np.ndarray], dict[str, np.ndarray]]
     if graph is not None:
         candidate = onnx.load(str(graph))
         level = engine.session.get_session_options().graph_optimization_level
@@ -485,11 +505,18 @@ def diagnose(engine, reference_onnx: str | Path, images: np.ndarray, keys: Seque
         try:
             names = set(engine.debug_tensors(np.ascontiguousarray(images[:1], np.float32), wanted))
         except NotImplementedError as e:
-            return dataclasses.replace(not_supported(engine.precision, f"not supported by this engine: {e}", keys),
-                                       reference_model=str(reference_onnx), engine_model=str(graph))
+            return dataclasses.replace(
+                not_supported(engine.precision, f"not supported by this engine: {e}", keys),
+                reference_model=str(reference_onnx),
+                engine_model=str(graph),
+            )
 
-        def runner(x: np.ndarray) -> dict[str, np.ndarray]:
+        def debug_runner(x: np.ndarray) -> dict[str, np.ndarray]:
             return engine.debug_tensors(x, wanted)
-    result = compare_layers(reference, candidate, runner, images, keys, tolerance, engine.precision, names, batch,
-                            label=str(graph))
+
+        runner = debug_runner
+
+    result = compare_layers(
+        reference, candidate, runner, images, keys, tolerance, engine.precision, names, batch, label=str(graph)
+    )
     return dataclasses.replace(result, reference_model=str(reference_onnx), engine_model=str(graph))

@@ -6,14 +6,15 @@ other 9 folds and applied to this one.  AUC is taken of the ROC averaged over fo
 FAR=1e-3 uses the finer grid ``arange(0, 4, 0.001)`` and facenet's ``calculate_val`` threshold
 (``val_far_threshold``); EER is where that ROC crosses ``fpr = 1 - tpr``.
 """
-from __future__ import annotations
 
-import dataclasses
+from __future__ import annotations
 
 import numpy as np
 from scipy import interpolate, optimize
 from sklearn.metrics import auc as sk_auc
 from sklearn.model_selection import KFold
+
+from harness.core.results import Evaluation
 
 ROC_THRESHOLDS = np.arange(0, 4, 0.01)
 VAL_THRESHOLDS = np.arange(0, 4, 0.001)
@@ -101,38 +102,6 @@ def _val_far(dist, issame, threshold):
     return float(val), float(far)
 
 
-@dataclasses.dataclass(frozen=True)
-class Evaluation:
-    accuracy: np.ndarray  # per fold
-    fold_thresholds: np.ndarray  # best threshold per fold (picked on the other folds)
-    tpr: np.ndarray  # fold-averaged ROC over ROC_THRESHOLDS
-    fpr: np.ndarray
-    val: float
-    val_std: float
-    far: float
-    auc: float
-    eer: float
-    val_thresholds: np.ndarray  # per fold: the threshold for FAR_TARGET, from the other folds (val_far_threshold)
-
-    @property
-    def accuracy_mean(self) -> float:
-        return float(np.mean(self.accuracy))
-
-    @property
-    def accuracy_std(self) -> float:
-        return float(np.std(self.accuracy))  # population std, as facenet prints it
-
-    @property
-    def threshold(self) -> float:
-        return float(np.mean(self.fold_thresholds))
-
-    def summary(self) -> dict:
-        return {"accuracy_mean": self.accuracy_mean, "accuracy_std": self.accuracy_std, "auc": self.auc,
-                "val": self.val, "val_std": self.val_std, "far": self.far, "eer": self.eer,
-                "threshold": self.threshold, "fold_accuracy": [float(a) for a in self.accuracy],
-                "fold_thresholds": [float(t) for t in self.fold_thresholds]}
-
-
 def evaluate(emb1: np.ndarray, emb2: np.ndarray, issame, folds: int = 10) -> Evaluation:
     """facenet's ``evaluate`` for embeddings of the first and second image of each pair."""
     return evaluate_distances(distances(emb1, emb2), issame, folds)
@@ -160,5 +129,15 @@ def evaluate_distances(dist: np.ndarray, issame, folds: int = 10) -> Evaluation:
         eer = float(optimize.brentq(lambda x: 1.0 - x - roc(x), 0.0, 1.0))
     except ValueError:  # the ROC does not span [0, 1] (degenerate data): no crossing to find
         eer = float("nan")
-    return Evaluation(accuracy, best, tpr, fpr, float(np.mean(vals)), float(np.std(vals)), float(np.mean(fars)),
-                      float(sk_auc(fpr, tpr)), eer, val_thresholds)
+    return Evaluation(
+        accuracy,
+        best,
+        tpr,
+        fpr,
+        float(np.mean(vals)),
+        float(np.std(vals)),
+        float(np.mean(fars)),
+        float(sk_auc(fpr, tpr)),
+        eer,
+        val_thresholds,
+    )

@@ -9,6 +9,7 @@ and odd kernels, so SAME is a symmetric ``k // 2`` pad here.
 
 Imports torch: only ``prepare`` (the ``export`` extra) needs this module.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -22,8 +23,9 @@ SCOPE = "InceptionResnetV1"
 class Conv(nn.Module):
     """Conv2d + bias (+ ReLU), sized from the TF weight tensor ``<scope>/weights`` (HWIO)."""
 
-    def __init__(self, consts: dict[str, np.ndarray], scope: str, stride: int = 1, same: bool = True,
-                 relu: bool = True):
+    def __init__(
+        self, consts: dict[str, np.ndarray], scope: str, stride: int = 1, same: bool = True, relu: bool = True
+    ):
         super().__init__()
         self.tf_scope = scope
         kh, kw, cin, cout = _const(consts, f"{scope}/weights").shape
@@ -67,8 +69,12 @@ class Reduction(nn.Module):
     def __init__(self, consts, scope: str, branches: list[list[str]]):
         super().__init__()
         self.branches = nn.ModuleList(
-            nn.Sequential(*[Conv(consts, f"{scope}/{name}", stride=2 if "1a_" in name else 1,
-                                 same="1a_" not in name) for name in branch])
+            nn.Sequential(
+                *[
+                    Conv(consts, f"{scope}/{name}", stride=2 if "1a_" in name else 1, same="1a_" not in name)
+                    for name in branch
+                ]
+            )
             for branch in branches
         )
 
@@ -76,13 +82,19 @@ class Reduction(nn.Module):
         return torch.cat([b(x) for b in self.branches] + [F.max_pool2d(x, 3, stride=2)], dim=1)
 
 
-B35 = [["Branch_0/Conv2d_1x1"], ["Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3"],
-       ["Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_0c_3x3"]]
+B35 = [
+    ["Branch_0/Conv2d_1x1"],
+    ["Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3"],
+    ["Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_0c_3x3"],
+]
 B17 = [["Branch_0/Conv2d_1x1"], ["Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x7", "Branch_1/Conv2d_0c_7x1"]]
 B8 = [["Branch_0/Conv2d_1x1"], ["Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_1x3", "Branch_1/Conv2d_0c_3x1"]]
 MIXED_6A = [["Branch_0/Conv2d_1a_3x3"], ["Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_0b_3x3", "Branch_1/Conv2d_1a_3x3"]]
-MIXED_7A = [["Branch_0/Conv2d_0a_1x1", "Branch_0/Conv2d_1a_3x3"], ["Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_1a_3x3"],
-            ["Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_1a_3x3"]]
+MIXED_7A = [
+    ["Branch_0/Conv2d_0a_1x1", "Branch_0/Conv2d_1a_3x3"],
+    ["Branch_1/Conv2d_0a_1x1", "Branch_1/Conv2d_1a_3x3"],
+    ["Branch_2/Conv2d_0a_1x1", "Branch_2/Conv2d_0b_3x3", "Branch_2/Conv2d_1a_3x3"],
+]
 
 
 class InceptionResnetV1(nn.Module):
@@ -118,8 +130,10 @@ class InceptionResnetV1(nn.Module):
             for m in self.modules():
                 if isinstance(m, Conv):
                     w = _const(consts, f"{m.tf_scope}/weights")
-                    bias_name = next((f"{m.tf_scope}/{n}" for n in ("Conv2D_bn_offset", "biases")
-                                      if f"{m.tf_scope}/{n}" in consts), f"{m.tf_scope}/biases")
+                    bias_name = next(
+                        (f"{m.tf_scope}/{n}" for n in ("Conv2D_bn_offset", "biases") if f"{m.tf_scope}/{n}" in consts),
+                        f"{m.tf_scope}/biases",
+                    )
                     m.conv.weight.copy_(torch.from_numpy(w.transpose(3, 2, 0, 1).copy()))
                     m.conv.bias.copy_(torch.from_numpy(_const(consts, bias_name)))
             bn = f"{SCOPE}/Bottleneck/BatchNorm"

@@ -1,22 +1,30 @@
 """Embedding LFW with a backend (cached) and scoring it with facenet's evaluation."""
+
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
-from . import cache, data, metrics
-from .engines import Engine
-from .data import Dataset
-from .errors import HarnessError
+from harness.core.errors import HarnessError
+from harness.core.results import FlippedPair
+from harness.engines import Engine
+from harness.lfw import data, metrics
+from harness.lfw.data import Dataset
+from harness.store import cache
 
 
-def embed(engine: Engine, dataset: Dataset, batch_size: int = 64, progress=None,
-          indices: Sequence[int] | None = None, timing: dict | None = None) -> np.ndarray:
+def embed(
+    engine: Engine,
+    dataset: Dataset,
+    batch_size: int = 64,
+    progress=None,
+    indices: Sequence[int] | None = None,
+    timing: dict | None = None,
+) -> np.ndarray:
     """Embeddings of the protocol images (all, or ``indices``), in ``dataset.keys`` order.
 
     Loading of the next batches (from the crop cache, or decoding) overlaps inference of the current
@@ -27,20 +35,24 @@ def embed(engine: Engine, dataset: Dataset, batch_size: int = 64, progress=None,
     done = 0
     total = len(out) if indices is None else len(indices)
     start, in_engine = time.perf_counter(), 0.0
-    for indices, batch in dataset.batches(batch_size, indices):
+    for batch_indices, batch in dataset.batches(batch_size, indices):
         t0 = time.perf_counter()
         emb = engine.run(batch)
         in_engine += time.perf_counter() - t0
-        if emb.shape != (len(indices), 512):
-            raise HarnessError(f"{engine.model.path}: output shape {emb.shape}, expected ({len(indices)}, 512); "
-                               "is this a FaceNet embedding model?")
+        if emb.shape != (len(batch_indices), 512):
+            raise HarnessError(
+                f"{engine.model.path}: output shape {emb.shape}, expected ({len(batch_indices)}, 512); "
+                "is this a FaceNet embedding model?"
+            )
         bad = ~np.isfinite(emb).all(axis=1)
         if bad.any():
-            names = [dataset.keys[i] for i, b in zip(indices, bad) if b][:5]
-            raise HarnessError(f"{engine.model.path}: {engine.name} {engine.precision} produced NaN/Inf embeddings "
-                               f"for {int(bad.sum())} images, e.g. {', '.join(names)}; the engine is broken.")
-        out[indices] = emb
-        done += len(indices)
+            names = [dataset.keys[i] for i, b in zip(batch_indices, bad, strict=True) if b][:5]
+            raise HarnessError(
+                f"{engine.model.path}: {engine.name} {engine.precision} produced NaN/Inf embeddings "
+                f"for {int(bad.sum())} images, e.g. {', '.join(names)}; the engine is broken."
+            )
+        out[batch_indices] = emb
+        done += len(batch_indices)
         if progress:
             progress(done, total)
     if timing is not None:
@@ -49,12 +61,14 @@ def embed(engine: Engine, dataset: Dataset, batch_size: int = 64, progress=None,
 
 
 def embeddings_key(engine: Engine, dataset: Dataset) -> str:
-    return cache.key_of(model=engine.model.sha256, dataset=dataset.digest, preprocessing=data.PREPROCESSING,
-                        engine=engine.describe())
+    return cache.key_of(
+        model=engine.model.sha256, dataset=dataset.digest, preprocessing=data.PREPROCESSING, engine=engine.describe()
+    )
 
 
-def cached_embed(engine: Engine, dataset: Dataset, cache_dir: Path, batch_size: int = 64, progress=None
-                 ) -> tuple[np.ndarray, dict]:
+def cached_embed(
+    engine: Engine, dataset: Dataset, cache_dir: Path, batch_size: int = 64, progress=None
+) -> tuple[np.ndarray, dict]:
     """``embed`` with a content-keyed cache: model hash, dataset digest, preprocessing, engine and version.
 
     A cache file whose sha256 does not match its record (truncated, corrupted) is recomputed.
@@ -68,9 +82,13 @@ def cached_embed(engine: Engine, dataset: Dataset, cache_dir: Path, batch_size: 
         with open(tmp, "wb") as f:
             np.save(f, emb)
         seconds = timing["seconds"]
-        return {"seconds": seconds, "engine_seconds": timing["engine_seconds"], "batch_size": batch_size,
-                "images_per_second": len(emb) / seconds,
-                "outside_engine_fraction": 1.0 - timing["engine_seconds"] / seconds}
+        return {
+            "seconds": seconds,
+            "engine_seconds": timing["engine_seconds"],
+            "batch_size": batch_size,
+            "images_per_second": len(emb) / seconds,
+            "outside_engine_fraction": 1.0 - timing["engine_seconds"] / seconds,
+        }
 
     record, hit = cache.get_or_build(path, build, match={"key": key})
     return np.load(path), {**record, "cached": hit}
@@ -85,32 +103,14 @@ def pair_distances(embeddings: np.ndarray, dataset: Dataset) -> np.ndarray:
 
 def evaluate(embeddings: np.ndarray, dataset: Dataset) -> metrics.Evaluation:
     """facenet's LFW evaluation of per-image embeddings over the dataset's protocol."""
-    return metrics.evaluate_distances(pair_distances(embeddings, dataset), dataset.protocol.issame,
-                                      dataset.protocol.folds)
+    return metrics.evaluate_distances(
+        pair_distances(embeddings, dataset), dataset.protocol.issame, dataset.protocol.folds
+    )
 
 
-@dataclasses.dataclass(frozen=True)
-class FlippedPair:
-    """A protocol pair the engine decides differently from the reference (``flipped_pairs``)."""
-
-    pair: int  # index in the protocol (pairs.txt order)
-    first: str  # image keys "<Person>/<Person>_NNNN"
-    second: str
-    same: bool  # the protocol's label: the same person
-    reference_distance: float  # squared L2
-    engine_distance: float
-    fold: int  # the pair's test fold
-    threshold: float  # the one threshold both distances were judged at (see flipped_pairs)
-    engine_correct: bool  # whether the engine's decision is the right one (a flip can be a fix)
-
-    @property
-    def shift(self) -> float:
-        """How far the distance moved; the pairs are sorted by it, largest (worst) first."""
-        return abs(self.engine_distance - self.reference_distance)
-
-
-def flipped_pairs(embeddings: np.ndarray, reference: np.ndarray, dataset: Dataset,
-                  fold_thresholds: Sequence[float]) -> list[FlippedPair]:
+def flipped_pairs(
+    embeddings: np.ndarray, reference: np.ndarray, dataset: Dataset, fold_thresholds: np.ndarray
+) -> list[FlippedPair]:
     """The pairs whose same/different decision differs from the reference's, worst (largest shift) first.
 
     Both sides are judged at one threshold per pair: the engine's ``fold_thresholds`` entry for the pair's
@@ -124,8 +124,20 @@ def flipped_pairs(embeddings: np.ndarray, reference: np.ndarray, dataset: Datase
     same = dataset.protocol.issame
     flipped = flipped[np.argsort(-np.abs(d_eng - d_ref)[flipped], kind="stable")]
     pairs = dataset.protocol.pairs
-    return [FlippedPair(int(i), pairs[i].first, pairs[i].second, bool(same[i]), float(d_ref[i]), float(d_eng[i]),
-                        int(fold[i]), float(thr[i]), bool((d_eng[i] < thr[i]) == same[i])) for i in flipped]
+    return [
+        FlippedPair(
+            int(i),
+            pairs[i].first,
+            pairs[i].second,
+            bool(same[i]),
+            float(d_ref[i]),
+            float(d_eng[i]),
+            int(fold[i]),
+            float(thr[i]),
+            bool((d_eng[i] < thr[i]) == same[i]),
+        )
+        for i in flipped
+    ]
 
 
 def progress_bar(label: str):

@@ -1,12 +1,13 @@
 """Typed verdicts: what a gate decides, and the checks it decided by."""
+
 from __future__ import annotations
 
 import dataclasses
 import enum
-from typing import Iterable
+from collections.abc import Iterable
 
 
-class Verdict(str, enum.Enum):
+class Verdict(enum.StrEnum):
     PASS = "PASS"
     FAIL = "FAIL"
     INCONCLUSIVE = "INCONCLUSIVE"  # measured, but the measurement cannot decide (too noisy)
@@ -16,11 +17,11 @@ class Verdict(str, enum.Enum):
         return self.value
 
     @classmethod
-    def of(cls, ok: bool) -> "Verdict":
+    def of(cls, ok: bool) -> Verdict:
         return cls.PASS if ok else cls.FAIL
 
     @classmethod
-    def combine(cls, verdicts: Iterable["Verdict"]) -> "Verdict":
+    def combine(cls, verdicts: Iterable[Verdict]) -> Verdict:
         """Several verdicts into one: any FAIL fails, then INCONCLUSIVE, then NO BASELINE; none at all is
         NO BASELINE (nothing was judged, which is not a pass)."""
         vs = set(verdicts)
@@ -47,11 +48,11 @@ class Check:
     why: str = ""
 
     @classmethod
-    def at_least(cls, metric: str, value: float, bound: float, why: str = "") -> "Check":
+    def at_least(cls, metric: str, value: float, bound: float, why: str = "") -> Check:
         return cls(metric, value, Verdict.of(value >= bound), min=bound, why=why)
 
     @classmethod
-    def within(cls, metric: str, value: float, limit: float, why: str = "") -> "Check":
+    def within(cls, metric: str, value: float, limit: float, why: str = "") -> Check:
         return cls(metric, value, Verdict.of(abs(value) <= limit), min=-limit, max=limit, why=why)
 
     @property
