@@ -199,7 +199,9 @@ def test_comparison_passes_itself_and_fails_a_real_slowdown(facenet_reference, o
     row = slow.rows[0]
     print("1.4x slower:", row.why)
     assert row.verdict is Verdict.FAIL or undecidable(row), row.why
-    if row.verdict is Verdict.FAIL:  # slower beyond the 0.90 floor; sleep() only ever adds to the 1.4x
+    # slower beyond the 0.90 floor. One-sided: Slowed's waits also let the runtime's threads park, so the
+    # real slowdown exceeds the 1.4x asked (benchmarks/perf_verdicts.py measured 0.52-0.66 on Zen 4, quiet)
+    if row.verdict is Verdict.FAIL:
         assert row.ratio < 0.85, row.why
 
 
