@@ -20,10 +20,11 @@ compare.py, in three parts:
 The canary (a fixed GEMM before each block, CPU engines) is measured and reported beside the raw
 ratio, never judged. Reported on the AVX2-only EPYC (family 23): its rate moved 2x between recording
 and judging on a quiet machine while the engine moved 7%, and with one core busy the 2-thread engine
-ran at 0.50x while the canary ran at anything from 0.1x to 1x; a witness that far from the engine
-cannot be allowed to veto a FAIL. What the canary was meant to catch, a machine shared meanwhile, is
-caught directly: other processes' CPU time and steal time (``LoadMonitor``) make the measurement
-unstable, hence INCONCLUSIVE, never FAIL.
+ran at 0.50x while the canary ran at anything from 0.1x to 1x. Measured on the family-25 EPYC
+(benchmarks/perf_verdicts.py), the canary's rate divided by the engine's was 0.72-1.14 quiet and
+0.15-2.29 with one core busy. A witness that far from the engine cannot be allowed to veto a FAIL.
+What the canary was meant to catch, a machine shared meanwhile, is caught directly: other processes'
+CPU time and steal time (``LoadMonitor``) make the measurement unstable, hence INCONCLUSIVE, never FAIL.
 """
 
 from __future__ import annotations
