@@ -45,7 +45,7 @@ from harness.core.results import (
     StageDelta,
 )
 from harness.core.verdicts import Verdict
-from harness.engines import Capability, Engine, EngineContext, create
+from harness.engines import Engine, EngineContext, create
 from harness.lfw import data
 from harness.lfw.data import Dataset
 from harness.model import ModelInfo
@@ -357,7 +357,7 @@ class Gate:
         self, engine: Engine, m: throughput.Measurement, ident: dict, stk: dict, recorded: bool = False
     ) -> PerfRow:
         s = m.summary()
-        split_ms = dict(engine.timings) if Capability.TIMING_SPLIT in engine.capabilities else {}
+        split_ms = m.split_ms  # taken when the case was measured, not after every case
         baseline, why = self.store.perf_baseline(ident, m.case.name)
         stability = m.stability.why if m.stability and not m.stability.stable else ""
         common = dict(

@@ -271,3 +271,21 @@ def test_numerics_are_shared_by_threads_that_want_the_same_and_never_mixed():
         assert state == torch_engine._wanted_state(torch, tf32=tf32, benchmark=False), (tf32, state)
     assert {tf32 for tf32, _ in seen} == {True, False}
     assert _state() == outside
+
+
+def test_a_cuda_graph_input_captured_in_inference_mode_takes_the_compute_views_copy():
+    """Issue 18.1: ``_run`` captures a batch size's CUDA graph inside inference mode, and ``load_in_place``
+    (the compute-only view) later copies into the same static input outside it. PyTorch refuses an in-place
+    update of an inference tensor there; the engine's static inputs and every copy into them go through
+    ``static_input`` / ``copy_into``, which work in either order (the graph capture itself needs a GPU:
+    benchmarks/gpu_check.py runs that order, probe embeddings at batch 64 then compute-b64)."""
+    static = torch_engine.static_input(torch, 2, "cpu")
+    assert static.is_inference()
+    host = torch.ones_like(static)
+    with pytest.raises(RuntimeError, match="Inplace update to inference tensor outside InferenceMode"):
+        static.copy_(host)  # what load_in_place did
+    torch_engine.copy_into(torch, static, host)  # outside inference mode: load_in_place
+    assert torch.equal(static, host)
+    with torch.inference_mode():
+        torch_engine.copy_into(torch, static, host * 2)  # inside it: _run
+    assert torch.equal(static, host * 2)

@@ -392,6 +392,9 @@ def fake_sdk(fixture, rec, cuda, *, batch=None, parse_errors=(), build_none=Fals
         "OnnxParser": Parser,
         "Runtime": Runtime,
         "Logger": Logger,
+        "init_libnvinfer_plugins": lambda logger, namespace: (rec("trt", "init_libnvinfer_plugins", namespace), True)[
+            1
+        ],
         **enums,
         "__version__": api.get("version_attribute", api["source"]["version"]),
     }
@@ -984,9 +987,9 @@ def test_cuda_python_engine_lifecycle_frees_everything(onnx_file, tmp_path):
 
 
 def test_cuda_python_without_a_gpu_is_unavailable_with_the_reason():
-    rt = fake_cudart(Rec(), device_count=0, count_error=35)
+    rt = fake_cudart(Rec(), device_count=0, count_error=100)  # cudaErrorNoDevice
     why = cuda_mod.probe(("cuda-python", rt))
-    assert "cudaGetDeviceCount" in why and "cudaError35" in why
+    assert "cudaGetDeviceCount" in why and "cudaError100" in why
     assert (
         cuda_mod.probe(("cuda-python", fake_cudart(Rec(), device_count=0)))
         == "no CUDA device: the driver reports 0 devices"
@@ -1046,3 +1049,106 @@ def test_pycuda_probe_creates_no_context_and_close_pops_it():
     with cuda_mod.Cuda(cuda_mod._Pycuda(drv)):
         assert len(drv.stack) == 1
     assert not drv.stack and rec.methods()[-2:] == [("pycuda", "pop"), ("pycuda", "detach")]
+
+
+# --- what a first real GPU run would hit (issue 18) ---------------------------------------------------
+
+
+def test_a_driver_too_old_for_cuda_python_names_the_extra_that_fits():
+    """cudaErrorInsufficientDriver (35): cuda-python 13 on a CUDA 12 driver. Not "no usable CUDA device" on
+    a working GPU: the message says the driver is too old for this cuda-python and which extra fits."""
+    why = cuda_mod.probe(("cuda-python", fake_cudart(Rec(), device_count=0, count_error=35)))
+    assert "driver is too old for cuda-python" in why and "gpu-cu12" in why and "no usable CUDA device" not in why
+    import tomllib
+
+    extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+    assert extras["gpu-cu12"] == ["cuda-python>=12.0,<13"] and extras["gpu-cu13"] == ["cuda-python>=13.0,<14"]
+
+
+def test_every_engine_shares_one_logger_and_the_plugins_are_registered_first(onnx_file, tmp_path, monkeypatch):
+    """TensorRT keeps one logger per process: two engines (the gate's, a soak worker's) share it, and the
+    plug-in creators are registered once, before anything is built or deserialized (IxRT's loaders do)."""
+    monkeypatch.setattr(trt_engine, "_LOGGERS", {})
+    monkeypatch.setattr(trt_engine, "_PLUGINS_READY", set())
+    rec = Rec()
+    cuda = FakeCuda(rec)
+    sdk = fake_sdk("8.6", rec, cuda)
+    ctx = EngineContext(tmp_path / "cache")
+    a = trt_engine.IxRTEngine(info(onnx_file, None), "fp16", ctx, sdk=sdk, cuda=cuda)
+    b = trt_engine.IxRTEngine(info(onnx_file, None), "fp16", ctx, sdk=sdk, cuda=cuda)
+    assert a.logger is b.logger
+    m = rec.methods()
+    assert m.count(("trt", "Logger")) == 1 and m.count(("trt", "init_libnvinfer_plugins")) == 1
+    assert ("trt", "init_libnvinfer_plugins", "") in rec.calls
+    assert m.index(("trt", "init_libnvinfer_plugins")) < m.index(("trt", "Builder")) < m.index(("trt", "Runtime"))
+
+
+@pytest.mark.parametrize(
+    "fixture, cls, method",
+    [("10.x", trt_engine.TensorRTEngine, "set_input_shape"), ("8.6", trt_engine.IxRTEngine, "set_binding_shape")],
+)
+def test_a_batch_the_engine_refuses_is_named_not_an_execution_failure(onnx_file, tmp_path, fixture, cls, method):
+    engine, rec = make(fixture, onnx_file, tmp_path, engine_cls=cls)
+    setattr(engine.exec_context, method, lambda *a: (rec("context", method, *a), False)[1])
+    with pytest.raises(HarnessError, match=r"refused input shape \(3, 3, 160, 160\).*admits batch 1 to 64"):
+        engine.run(rows(3))
+    assert not [c for c in rec.calls if c[1].startswith("execute")]  # refused before executing
+
+
+def test_the_timing_split_is_this_calls_and_the_staging_copy_is_not_copy_in(onnx_file, tmp_path, monkeypatch):
+    engine, rec = make("10.x", onnx_file, tmp_path, batch=64)
+    ev = engine.events
+    x = rows(64, 5)
+    staged_at_start = []
+
+    def record(event, stream):
+        if event is ev[0]:
+            staged_at_start.append(np.array_equal(engine.pinned["input"][:64], x))
+
+    ms = {(0, 1): 1.0, (1, 2): 2.0, (2, 3): 3.0}
+    monkeypatch.setattr(engine.cuda, "record", record)
+    monkeypatch.setattr(engine.cuda, "elapsed_ms", lambda a, b: ms[(ev.index(a), ev.index(b))])
+    engine.run(x)
+    assert staged_at_start == [True]  # the host staging copy is done before copy-in's first event
+    assert engine.timings == {"h2d_ms": 1.0, "compute_ms": 2.0, "d2h_ms": 3.0}
+    ms[(1, 2)] = 7.0
+    engine.load_in_place(x)
+    engine.execute_in_place()
+    assert engine.timings == {"compute_ms": 7.0}  # the compute-only call's own, not the last run()'s
+
+
+def test_each_perf_row_shows_its_own_cases_split(onnx_file, tmp_path, monkeypatch, facenet_lfw, facenet_gate):
+    """Gate.perf measures every case first and builds rows after: each row's split is taken when its case
+    was measured (batch 1 and batch 8 take different times here), not the last case's for all."""
+    from harness.checks import throughput
+
+    engine, rec = make("10.x", onnx_file, tmp_path)
+    ev = engine.events
+    monkeypatch.setattr(
+        engine.cuda, "elapsed_ms", lambda a, b: float(engine._in_place_shape[0]) if ev.index(a) == 1 else 0.5
+    )
+    cases = [throughput.Case("compute", 1), throughput.Case("compute", 8)]
+    quick = throughput.Settings(warmup_s=0.0, min_duration_s=0.0, min_rounds=3, max_attempts=1, canary=False)
+    rows_ = facenet_gate.perf(engine, cases, quick).rows
+    assert [r.split_ms for r in rows_] == [{"compute_ms": 1.0}, {"compute_ms": 8.0}]
+
+
+def test_the_driver_release_is_in_the_fingerprint_and_the_engine_key(monkeypatch):
+    """A driver upgrade within one CUDA version (570.86.15 -> 570.124.06, both API 12080) changes the
+    fingerprint's driver and the plan's cache key; without nvidia-smi/ixsmi the API version is named."""
+    monkeypatch.setattr(cuda_mod, "nvidia_smi", lambda **k: {"driver_version": "570.86.15"})
+    old = cuda_mod.driver_release(12080)
+    assert old == {"driver": "570.86.15", "cuda_driver_api": "12080"}
+    monkeypatch.setattr(cuda_mod, "nvidia_smi", lambda **k: {"driver_version": "570.124.06"})
+    new = cuda_mod.driver_release(12080)
+    spec = trt_engine.BuildSpec(Path(__file__), "fp16", 64)
+    device = {"device": "Fake GPU", "compute_capability": "9.0"}
+    assert trt_engine.engine_key(spec, "10.x", {**device, **old}) != trt_engine.engine_key(
+        spec, "10.x", {**device, **new}
+    )
+    monkeypatch.setattr(cuda_mod, "nvidia_smi", lambda **k: {})
+    assert cuda_mod.driver_release(12080)["driver"] == "unknown release (CUDA driver API 12080)"
+    rt = fake_cudart(Rec())
+    assert cuda_mod._CudaPython(rt).device()["cuda_driver_api"] is not None

@@ -245,6 +245,8 @@ def measure(
     if m.last_output is None and Capability.COMPUTE_ONLY in engine.capabilities:  # the timed in-place executions
         m.last_output = engine.fetch_in_place()[: step.images]
     m.indices = box.get("indices", step.indices)
+    if Capability.TIMING_SPLIT in engine.capabilities:  # now: the next case's calls overwrite engine.timings
+        m.split_ms = dict(engine.timings)
     return m
 
 
@@ -290,7 +292,7 @@ def stack(engine: Engine) -> dict:
         "python": env["python"],
         "numpy": env["numpy"],
     }
-    for key in ("driver", "api", "provider", "threads", "cudnn"):
+    for key in ("driver", "cuda_driver_api", "api", "provider", "threads", "cudnn"):
         if d.get(key) is not None:
             out[key] = str(d[key])
     fingerprint = getattr(engine, "device_fingerprint", None)

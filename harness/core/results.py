@@ -403,6 +403,8 @@ class Measurement:
     attempts: int = 1
     stability: Stability | None = None
     load: float | None = None  # share of the CPUs other processes used during the timed steps
+    # the engine's copy-in / compute / copy-out split of this case's last timed step (TIMING_SPLIT engines)
+    split_ms: dict[str, float] = dataclasses.field(default_factory=dict)
 
     @property
     def samples(self) -> np.ndarray:

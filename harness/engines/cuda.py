@@ -9,7 +9,10 @@ and releases the retained primary context, so nothing is left for pycuda to abor
 from __future__ import annotations
 
 import ctypes
+import importlib.metadata
 import importlib.util
+import shutil
+import subprocess
 from typing import Any
 
 import numpy as np
@@ -44,10 +47,29 @@ def _import_binding():
             from cuda import cudart  # older cuda-python
         except ImportError:
             raise EngineUnavailable(
-                "no CUDA Python binding: pip install '.[gpu]' (cuda-python) or "
-                "'.[gpu-pycuda]' (pycuda, needs the CUDA toolkit)."
+                "no CUDA Python binding: pip install 'facenet-harness[gpu-cu12]' or '[gpu-cu13]' (cuda-python "
+                "for your driver's CUDA major) or '[gpu-pycuda]' (pycuda, needs the CUDA toolkit)."
             ) from None
     return "cuda-python", cudart
+
+
+CUDA_ERROR_INSUFFICIENT_DRIVER = 35  # cudaErrorInsufficientDriver
+
+
+def device_count_failed(err) -> str:
+    """Why cudaGetDeviceCount failed, in words; for an insufficient driver, which extra fits it."""
+    name = getattr(err, "name", err)
+    if int(err) != CUDA_ERROR_INSUFFICIENT_DRIVER:
+        return f"no usable CUDA device: cudaGetDeviceCount returned {name}"
+    try:
+        version = importlib.metadata.version("cuda-python")
+    except importlib.metadata.PackageNotFoundError:
+        version = "?"
+    return (
+        f"the NVIDIA driver is too old for cuda-python {version} ({name}): each cuda-python major needs a "
+        "driver of its CUDA major (cuda-python 13: driver >= 580). Install the extra of your driver's CUDA: "
+        "pip install 'facenet-harness[gpu-cu12]' (CUDA 12 drivers, 525-579) or '[gpu-cu13]' (driver >= 580)"
+    )
 
 
 def probe(binding=None) -> str | None:
@@ -63,10 +85,57 @@ def probe(binding=None) -> str | None:
         else:
             err, count = mod.cudaGetDeviceCount()
             if int(err) != 0:
-                return f"no usable CUDA device: cudaGetDeviceCount returned {getattr(err, 'name', err)}"
+                return device_count_failed(err)
     except Exception as e:  # a binding without a driver raises its own error types
         return f"no usable CUDA device: {type(e).__name__}: {e}"
     return None if count > 0 else "no CUDA device: the driver reports 0 devices"
+
+
+SMI_TOOLS = ("nvidia-smi", "ixsmi")  # NVIDIA's, and Iluvatar CoreX's port of it (same query syntax)
+SMI_FIELDS = ("driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "power.limit")
+
+
+def nvidia_smi(uuid: str | None = None, index: int = 0, fields: tuple[str, ...] = SMI_FIELDS) -> dict:
+    """Driver release and clocks (MHz) of one GPU from nvidia-smi (or ixsmi on CoreX); {} when neither is
+    installed or the query fails."""
+    exe = next((e for e in map(shutil.which, SMI_TOOLS) if e), None)
+    if exe is None:
+        return {}
+    target = f"GPU-{uuid}" if uuid and not str(uuid).startswith("GPU-") else (uuid or str(index))
+    try:
+        out = subprocess.run(
+            [exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits", "-i", target],
+            capture_output=True,
+            text=True,
+            timeout=20,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return {}
+    if out.returncode != 0 or not out.stdout.strip():
+        return {}
+    values = [v.strip() for v in out.stdout.strip().splitlines()[0].split(",")]
+    return dict(zip(fields, values, strict=False))
+
+
+def cuda_driver_api_version() -> str | None:
+    """cuDriverGetVersion from libcuda (e.g. 12080), when nvidia-smi cannot name the driver release."""
+    try:
+        lib = ctypes.CDLL("libcuda.so.1")
+        v = ctypes.c_int()
+        if lib.cuDriverGetVersion(ctypes.byref(v)) == 0:
+            return f"CUDA driver API {v.value // 1000}.{v.value % 1000 // 10}"
+    except OSError:
+        pass
+    return None
+
+
+def driver_release(api_version: int | str | None, index: int = 0) -> dict:
+    """What a driver-upgrade gate must name: the driver *release* (e.g. 570.86.15, from nvidia-smi or
+    ixsmi) beside the CUDA driver API version (e.g. 12080, which stays the same across the releases of one
+    CUDA version). Both go into the fingerprint and the engine cache key."""
+    release = nvidia_smi(index=index, fields=("driver_version",)).get("driver_version")
+    api = str(api_version) if api_version is not None else None
+    return {"driver": release or f"unknown release (CUDA driver API {api})", "cuda_driver_api": api}
 
 
 class Cuda:
@@ -111,7 +180,7 @@ class _Pycuda:
         dev = self.drv.Device(0)
         return {
             "device": dev.name(),
-            "driver": str(self.drv.get_driver_version()),
+            **driver_release(self.drv.get_driver_version()),
             "compute_capability": ".".join(map(str, dev.compute_capability())),
         }
 
@@ -184,7 +253,7 @@ class _CudaPython:
         name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
         return {
             "device": name.rstrip("\0"),
-            "driver": str(self._check(self.rt.cudaDriverGetVersion())),
+            **driver_release(self._check(self.rt.cudaDriverGetVersion())),
             "compute_capability": f"{props.major}.{props.minor}",
         }
 

@@ -30,6 +30,7 @@ import dataclasses
 import importlib
 import importlib.util
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -122,6 +123,31 @@ def sdk_typing(trt) -> str:
     )
 
 
+_LOGGERS: dict[int, Any] = {}  # id(SDK module) -> its one logger
+_PLUGINS_READY: set[int] = set()  # SDK modules whose plug-ins are registered
+
+
+def process_logger(trt) -> Any:
+    """The one ``trt.Logger`` of this process for SDK module ``trt``. TensorRT keeps the first logger a
+    process gives it and ignores later ones (with a warning), so every engine, builder and runtime here
+    shares one, as Polygraphy does; an engine that closes never takes the log with it."""
+    logger = _LOGGERS.get(id(trt))
+    if logger is None:
+        logger = _LOGGERS[id(trt)] = trt.Logger(trt.Logger.WARNING)
+    return logger
+
+
+def init_plugins(trt, logger) -> None:
+    """Register the SDK's plug-in creators (what every DeepSparkInference IxRT loader does before it builds
+    or deserializes an engine); a False return is an error, not a silent engine without its plug-ins."""
+    if id(trt) in _PLUGINS_READY:
+        return
+    init = getattr(trt, "init_libnvinfer_plugins", None)
+    if init is not None and init(logger, "") is False:
+        raise HarnessError("init_libnvinfer_plugins failed: the SDK's plug-in library could not be registered.")
+    _PLUGINS_READY.add(id(trt))
+
+
 def load_sdk(backend: str):
     """Import the SDK's Python module; for IxRT also load its plugin library. HarnessError says what is missing."""
     errors = []
@@ -178,6 +204,7 @@ def engine_key(spec: BuildSpec, sdk_version: str, device: dict) -> str:
         sdk=sdk_version,
         device=device.get("device"),
         driver=device.get("driver"),
+        cuda_driver_api=device.get("cuda_driver_api"),
         compute_capability=device.get("compute_capability"),
     )
 
@@ -256,7 +283,9 @@ class TensorRTEngine(Engine):
             )
         if binding_available() is None:
             return Availability(
-                False, "no CUDA Python binding: pip install 'facenet-harness[gpu]' (cuda-python) or '[gpu-pycuda]'"
+                False,
+                "no CUDA Python binding: pip install 'facenet-harness[gpu-cu12]' or '[gpu-cu13]' (the CUDA major of "
+                "your driver) or '[gpu-pycuda]'",
             )
         why = probe()
         return Availability(False, why) if why else Availability(True)
@@ -283,7 +312,8 @@ class TensorRTEngine(Engine):
     def _open(self, model, precision, profile) -> None:
         cache_dir = cache.cache_root(self.context.cache_dir)
         self.device = self.cuda.device()
-        self.logger = self.trt.Logger(self.trt.Logger.WARNING)
+        self.logger = process_logger(self.trt)
+        init_plugins(self.trt, self.logger)  # before anything is parsed, built or deserialized
         spec = BuildSpec(
             self._onnx_for(model, precision, cache_dir), precision, model.batch, profile, typing=self.typing
         )
@@ -377,13 +407,21 @@ class TensorRTEngine(Engine):
     def _io(self):
         return next(t for t in self.io if t.is_input), next(t for t in self.io if not t.is_input)
 
-    def _upload(self, batch: np.ndarray) -> tuple[int, ...]:
-        """Stage ``batch`` in the pinned input buffer and queue its copy to the device; the input shape."""
+    def _stage(self, batch: np.ndarray) -> np.ndarray:
+        """Copy ``batch`` into the pinned input buffer (host work: before the copy-in's first event)."""
         inp, _ = self._io()
         host = self.pinned[inp.name][: len(batch)]
         np.copyto(host, batch, casting="same_kind")
+        return host
+
+    def _copy_in(self, host: np.ndarray) -> tuple[int, ...]:
+        """Queue the staged batch's copy to the device on the harness stream; the input shape."""
+        inp, _ = self._io()
         self.cuda.htod(self.buffers[inp.name], host, self.stream)
-        return (len(batch),) + tuple(batch.shape[1:])
+        return (len(host),) + tuple(host.shape[1:])
+
+    def _upload(self, batch: np.ndarray) -> tuple[int, ...]:
+        return self._copy_in(self._stage(batch))
 
     def _download(self, n: int) -> np.ndarray:
         """Queue the copy of ``n`` output rows into the pinned output buffer (read it after a sync)."""
@@ -405,9 +443,14 @@ class TensorRTEngine(Engine):
         self.cuda.sync(self.stream)
 
     def execute_in_place(self) -> None:
-        """Run the engine on the buffers already on the device (what the deployment's FPS figures time)."""
+        """Run the engine on the buffers already on the device (what the deployment's FPS figures time);
+        ``timings`` then holds this execution's compute time alone (nothing was copied)."""
+        c, s, ev = self.cuda, self.stream, self.events
+        c.record(ev[1], s)
         self._execute(self._in_place_shape)
-        self.cuda.sync(self.stream)
+        c.record(ev[2], s)
+        c.sync(s)
+        self.timings = {"compute_ms": c.elapsed_ms(ev[1], ev[2])}
 
     def fetch_in_place(self) -> np.ndarray:
         """The embeddings the last ``execute_in_place`` left in the output buffer (normalised like ``run``)."""
@@ -424,13 +467,14 @@ class TensorRTEngine(Engine):
         inp, _ = self._io()
         c = self.cuda
         if self.api == "tensor":
-            self.exec_context.set_input_shape(inp.name, shape)
+            if self.exec_context.set_input_shape(inp.name, shape) is False:
+                raise HarnessError(self._shape_refused(shape))
             for t in self.io:
                 self.exec_context.set_tensor_address(t.name, c.ptr(self.buffers[t.name]))
             ok = self.exec_context.execute_async_v3(c.stream_handle(self.stream))
         else:
-            if self.model.batch is None:
-                self.exec_context.set_binding_shape(inp.index, shape)
+            if self.model.batch is None and self.exec_context.set_binding_shape(inp.index, shape) is False:
+                raise HarnessError(self._shape_refused(shape))
             bindings = [c.ptr(self.buffers[t.name]) for t in sorted(self.io, key=lambda t: t.index)]
             if hasattr(self.exec_context, "execute_async_v2"):
                 ok = self.exec_context.execute_async_v2(bindings, c.stream_handle(self.stream))
@@ -440,13 +484,21 @@ class TensorRTEngine(Engine):
         if not ok:
             raise HarnessError(f"{self.name} {self.precision}: engine execution failed (see the SDK log).")
 
+    def _shape_refused(self, shape: tuple[int, ...]) -> str:
+        lo, _, hi = self.settings["profile"]
+        return (
+            f"{self.name} {self.precision}: the engine refused input shape {shape} "
+            f"(its optimization profile admits batch {lo} to {hi}; --engine-option profile=MIN,OPT,MAX rebuilds it)"
+        )
+
     def _run(self, batch: np.ndarray) -> np.ndarray:
         n = len(batch)
         if n > self.max_batch:  # the base class pads/splits static engines; a dynamic one splits here
             return np.concatenate([self._run(batch[i : i + self.max_batch]) for i in range(0, n, self.max_batch)])
         c, s, ev = self.cuda, self.stream, self.events
+        host = self._stage(batch)  # the CPU's staging copy is not part of the copy-in
         c.record(ev[0], s)
-        shape = self._upload(batch)
+        shape = self._copy_in(host)
         c.record(ev[1], s)
         self._execute(shape)
         c.record(ev[2], s)

@@ -26,12 +26,9 @@ from __future__ import annotations
 
 import collections
 import contextlib
-import ctypes
 import importlib.util
 import json
 import re
-import shutil
-import subprocess
 import threading
 import time
 from typing import Any
@@ -41,6 +38,7 @@ import numpy as np
 from harness import model as model_
 from harness.core.errors import HarnessError
 from harness.engines.base import Availability, Capability, Engine, EngineUnavailable, Option
+from harness.engines.cuda import cuda_driver_api_version, nvidia_smi
 from harness.store import cache
 from harness.store.environment import cpu_flags, cpu_identity, cpu_name
 
@@ -172,38 +170,20 @@ numerics = _Numerics()  # numerics(tf32, benchmark, threads): a context manager,
 # --- the device ----------------------------------------------------------------------------------------
 
 
-def nvidia_smi(uuid: str | None = None, index: int = 0) -> dict:
-    """Driver release and clocks (MHz) of one GPU from nvidia-smi; {} when it is absent or fails."""
-    exe = shutil.which("nvidia-smi")
-    if exe is None:
-        return {}
-    fields = ("driver_version", "clocks.sm", "clocks.max.sm", "clocks.mem", "clocks.max.mem", "power.limit")
-    target = f"GPU-{uuid}" if uuid and not str(uuid).startswith("GPU-") else (uuid or str(index))
-    try:
-        out = subprocess.run(
-            [exe, f"--query-gpu={','.join(fields)}", "--format=csv,noheader,nounits", "-i", target],
-            capture_output=True,
-            text=True,
-            timeout=20,
-        )
-    except (OSError, subprocess.SubprocessError):
-        return {}
-    if out.returncode != 0 or not out.stdout.strip():
-        return {}
-    values = [v.strip() for v in out.stdout.strip().splitlines()[0].split(",")]
-    return dict(zip(fields, values, strict=False))
+def static_input(torch, n: int, device) -> Any:
+    """A CUDA graph's static input for batch size ``n``: always made in inference mode (an inference
+    tensor), whichever caller captures the graph first (``_run`` does so inside inference mode,
+    ``load_in_place`` outside it)."""
+    with torch.inference_mode():
+        return torch.zeros((n, 3, model_.IMAGE_SIZE, model_.IMAGE_SIZE), dtype=torch.float32, device=device)
 
 
-def cuda_driver_api_version() -> str | None:
-    """cuDriverGetVersion from libcuda (e.g. 12080), when nvidia-smi cannot name the driver release."""
-    try:
-        lib = ctypes.CDLL("libcuda.so.1")
-        v = ctypes.c_int()
-        if lib.cuDriverGetVersion(ctypes.byref(v)) == 0:
-            return f"CUDA driver API {v.value // 1000}.{v.value % 1000 // 10}"
-    except OSError:
-        pass
-    return None
+def copy_into(torch, static, src, non_blocking: bool = False) -> None:
+    """Write ``src`` into a static input in place. PyTorch allows an in-place update of an inference tensor
+    only inside inference mode ("Inplace update to inference tensor outside InferenceMode is not allowed"),
+    so every copy into one happens in it, from ``_run`` and from ``load_in_place`` alike."""
+    with torch.inference_mode():
+        static.copy_(src, non_blocking=non_blocking)
 
 
 def resolve_device(torch, requested: str) -> str:
@@ -385,7 +365,7 @@ class TorchEngine(Engine):
         if n in self._graphs:
             self._graphs.move_to_end(n)
             return self._graphs[n]
-        static_in = torch.zeros((n, 3, model_.IMAGE_SIZE, model_.IMAGE_SIZE), dtype=torch.float32, device=self.tdev)
+        static_in = static_input(torch, n, self.tdev)
         with torch.cuda.device(self.tdev), torch.inference_mode(), self._numerics():
             side = torch.cuda.Stream(self.tdev)
             side.wait_stream(torch.cuda.current_stream(self.tdev))
@@ -419,7 +399,7 @@ class TorchEngine(Engine):
             if self.graphs_on:
                 static_in, graph, static_out = self._graph(n)
                 events[0].record()
-                static_in.copy_(staged, non_blocking=True)
+                copy_into(torch, static_in, staged, non_blocking=True)
                 events[1].record()
                 graph.replay()
                 events[2].record()
@@ -462,7 +442,7 @@ class TorchEngine(Engine):
         with torch.cuda.device(self.tdev), torch.cuda.stream(self.stream):
             if self.graphs_on:
                 static_in, graph, static_out = self._graph(len(batch))
-                static_in.copy_(host)
+                copy_into(torch, static_in, host)
                 self._in_place = (static_in, graph, static_out)
             else:
                 self._in_place = (host.to(self.tdev), None, None)
