@@ -561,7 +561,7 @@ def test_tensorrt_11_is_strongly_typed(onnx_file, tmp_path, precision, monkeypat
     fp16_onnx = tmp_path / "fp16.onnx"
     fp16_onnx.write_bytes(b"an fp16 model")
     asked = []
-    monkeypatch.setattr(trt_engine.precision_, "fp16_model", lambda m, d: asked.append(m.path) or fp16_onnx)
+    monkeypatch.setattr(trt_engine.quantize_, "fp16_model", lambda m, d: asked.append(m.path) or fp16_onnx)
     engine, rec = make("11.x", onnx_file, tmp_path, batch=64, precision=precision)
     assert engine.typing == "strong" and engine.api == "tensor"
     assert ("builder", "create_network", 0) in rec.calls  # strong typing is always on; no creation flag
@@ -608,7 +608,7 @@ def int8_models(tmp_path, monkeypatch):
         asked.append((source.path, dataset, calibration.format))
         return qdq
 
-    monkeypatch.setattr(trt_engine.precision_, "tensorrt_int8_model", tensorrt_int8_model)
+    monkeypatch.setattr(trt_engine.quantize_, "tensorrt_int8_model", tensorrt_int8_model)
     return asked
 
 
@@ -675,7 +675,7 @@ def test_named_tensor_api_static_batch(onnx_file, tmp_path):
 
 def test_ixrt_binding_api_on_the_harness_stream(onnx_file, tmp_path):
     """IxRT (the TensorRT 8 binding API): bindings by index, execute_async_v2 on the harness stream."""
-    engine, rec = make("8.6", onnx_file, tmp_path, engine_cls=trt_engine.IxRTEngine)
+    engine, rec = make("8.6", onnx_file, tmp_path, engine_cls=trt_engine.IxRTEngine, static_batch=0)
     assert engine.api == "binding" and engine.typing == "weak"
     assert ("profile", "set_shape", "input", (1, 3, 160, 160), (64, 3, 160, 160), (64, 3, 160, 160)) in rec.calls
     x = rows(70, 3)  # more than the profile's max: split into 64 + 6
@@ -694,6 +694,7 @@ def test_binding_path_without_async_syncs_before_execute_v2(onnx_file, tmp_path)
         tmp_path,
         engine_cls=trt_engine.IxRTEngine,
         drop={"IExecutionContext": ["execute_async_v2"], "IBuilderConfig": ["set_memory_pool_limit"]},
+        static_batch=0,
     )
     assert ("config", "set max_workspace_size", 1 << 30) in rec.calls  # no memory pools in such a release
     rec.calls.clear()
@@ -858,8 +859,9 @@ def test_gpu_less_machine_is_unavailable_with_the_reason(sdk_import, monkeypatch
     rt = fake_cudart(Rec(), device_count=0, count_error=35)  # what cuda-bindings answers without a driver
     monkeypatch.setattr(trt_engine, "binding_available", lambda: "cuda")
     monkeypatch.setattr(cuda_mod, "_import_binding", lambda: ("cuda-python", rt))
+    monkeypatch.setattr(cuda_mod, "cuda_driver_api_version", lambda: None)  # no driver on this machine
     avail = trt_engine.TensorRTEngine.availability()
-    assert not avail and "no usable CUDA device: cudaGetDeviceCount returned cudaError35" == avail.why
+    assert not avail and avail.why.startswith("no usable CUDA device: cudaGetDeviceCount returned cudaError35")
     with pytest.raises(EngineUnavailable, match="cudaError35"):
         cuda_mod.Cuda()
 
@@ -1054,11 +1056,17 @@ def test_pycuda_probe_creates_no_context_and_close_pops_it():
 # --- what a first real GPU run would hit (issue 18) ---------------------------------------------------
 
 
-def test_a_driver_too_old_for_cuda_python_names_the_extra_that_fits():
-    """cudaErrorInsufficientDriver (35): cuda-python 13 on a CUDA 12 driver. Not "no usable CUDA device" on
-    a working GPU: the message says the driver is too old for this cuda-python and which extra fits."""
-    why = cuda_mod.probe(("cuda-python", fake_cudart(Rec(), device_count=0, count_error=35)))
-    assert "driver is too old for cuda-python" in why and "gpu-cu12" in why and "no usable CUDA device" not in why
+def test_a_driver_too_old_for_cuda_python_names_the_extra_that_fits(monkeypatch):
+    """cudaErrorInsufficientDriver (35) with a driver loaded: cuda-python 13 on a CUDA 12 driver. Not "no
+    usable CUDA device" on a working GPU: the message names the driver, says it is too old for this
+    cuda-python, and which extra fits. With no driver at all (libcuda missing) the same error says so."""
+    rt = fake_cudart(Rec(), device_count=0, count_error=35)
+    monkeypatch.setattr(cuda_mod, "cuda_driver_api_version", lambda: "CUDA driver API 12.8")
+    why = cuda_mod.probe(("cuda-python", rt))
+    assert "driver (CUDA driver API 12.8) is too old for cuda-python" in why and "gpu-cu12" in why
+    assert "no usable CUDA device" not in why
+    monkeypatch.setattr(cuda_mod, "cuda_driver_api_version", lambda: None)
+    assert "no NVIDIA driver: libcuda.so.1 not found" in cuda_mod.probe(("cuda-python", rt))
     import tomllib
 
     extras = tomllib.loads((Path(__file__).resolve().parents[1] / "pyproject.toml").read_text())["project"][
@@ -1076,8 +1084,8 @@ def test_every_engine_shares_one_logger_and_the_plugins_are_registered_first(onn
     cuda = FakeCuda(rec)
     sdk = fake_sdk("8.6", rec, cuda)
     ctx = EngineContext(tmp_path / "cache")
-    a = trt_engine.IxRTEngine(info(onnx_file, None), "fp16", ctx, sdk=sdk, cuda=cuda)
-    b = trt_engine.IxRTEngine(info(onnx_file, None), "fp16", ctx, sdk=sdk, cuda=cuda)
+    a = trt_engine.IxRTEngine(info(onnx_file, None), "fp16", ctx, sdk=sdk, cuda=cuda, static_batch=0)
+    b = trt_engine.IxRTEngine(info(onnx_file, None), "fp16", ctx, sdk=sdk, cuda=cuda, static_batch=0)
     assert a.logger is b.logger
     m = rec.methods()
     assert m.count(("trt", "Logger")) == 1 and m.count(("trt", "init_libnvinfer_plugins")) == 1
@@ -1090,7 +1098,7 @@ def test_every_engine_shares_one_logger_and_the_plugins_are_registered_first(onn
     [("10.x", trt_engine.TensorRTEngine, "set_input_shape"), ("8.6", trt_engine.IxRTEngine, "set_binding_shape")],
 )
 def test_a_batch_the_engine_refuses_is_named_not_an_execution_failure(onnx_file, tmp_path, fixture, cls, method):
-    engine, rec = make(fixture, onnx_file, tmp_path, engine_cls=cls)
+    engine, rec = make(fixture, onnx_file, tmp_path, engine_cls=cls, static_batch=0)
     setattr(engine.exec_context, method, lambda *a: (rec("context", method, *a), False)[1])
     with pytest.raises(HarnessError, match=r"refused input shape \(3, 3, 160, 160\).*admits batch 1 to 64"):
         engine.run(rows(3))
@@ -1152,3 +1160,34 @@ def test_the_driver_release_is_in_the_fingerprint_and_the_engine_key(monkeypatch
     assert cuda_mod.driver_release(12080)["driver"] == "unknown release (CUDA driver API 12080)"
     rt = fake_cudart(Rec())
     assert cuda_mod._CudaPython(rt).device()["cuda_driver_api"] is not None
+
+
+def test_ixrt_builds_the_deployments_static_batch_64_by_default(tmp_path, facenet_reference_model):
+    """Issue 18.7: DeepSparkInference's facenet/ixrt builds from a batch-64 ONNX (modify_batchsize.py,
+    BSZ=64) with no optimization profile and runs execute_v2. The IxRT engine does the same from the
+    dynamic export by default: a static copy (same outputs at batch 64, onnxruntime), no profile, no
+    set_binding_shape, partial batches padded to 64."""
+    import onnxruntime as ort
+
+    rec = Rec()
+    cuda = FakeCuda(rec)
+    sdk = fake_sdk("8.6", rec, cuda, batch=64)
+    src = facenet_reference_model
+    assert src.batch is None
+    engine = trt_engine.IxRTEngine(src, "fp32", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=cuda)
+    assert engine.model.batch == 64 and engine.max_batch == 64 and engine.describe()["backend"] == "ixrt"
+    assert "add_optimization_profile" not in [c[1] for c in rec.calls]
+    parsed = [c for c in rec.calls if c[:2] == ("parser", "parse")]
+    static = next((tmp_path / "cache" / "static").glob("*.onnx"))
+    assert parsed == [("parser", "parse", static.stat().st_size)]  # the static copy was built, not the source
+    x = rows(5, 4)
+    np.testing.assert_array_equal(engine.run(x), expected(x))
+    assert not [c for c in rec.calls if c[1] == "set_binding_shape"]
+    assert [c[2] for c in rec.calls if c[1] == "htod"][-1] == 64 * ROW_IN * 4  # padded to the static batch
+    batch = rows(64, 5)
+    dyn = ort.InferenceSession(str(src.path), providers=["CPUExecutionProvider"])
+    fixed = ort.InferenceSession(str(static), providers=["CPUExecutionProvider"])
+    assert fixed.get_inputs()[0].shape[0] == 64
+    np.testing.assert_array_equal(fixed.run(None, {"input": batch})[0], dyn.run(None, {"input": batch})[0])
+    defaults = {o.name: o.default for o in trt_engine.TensorRTEngine.options}
+    assert defaults["static_batch"] == 0  # TensorRT keeps the ONNX's own form

@@ -100,7 +100,9 @@ def test_runner_moves_real_device_memory(real_cuda, fixture, batch, engine_cls, 
     rec = Rec()
     gpu = GpuFakeCuda(real_cuda)
     sdk, stream = gpu_sdk(fixture, rec, gpu, batch)
-    engine = engine_cls(info(onnx_file, batch), "fp32", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=gpu)
+    engine = engine_cls(  # the dynamic profile (IxRT's static default needs a real ONNX: test_trt_contract.py)
+        info(onnx_file, batch), "fp32", EngineContext(tmp_path / "cache"), sdk=sdk, cuda=gpu, static_batch=0
+    )
     stream["s"] = engine.stream
     assert engine.describe()["device"] == real_cuda.device()["device"]
     full, partial = rows(64, 1), rows(7, 2)

@@ -61,14 +61,17 @@ def device_count_failed(err) -> str:
     name = getattr(err, "name", err)
     if int(err) != CUDA_ERROR_INSUFFICIENT_DRIVER:
         return f"no usable CUDA device: cudaGetDeviceCount returned {name}"
+    driver = cuda_driver_api_version()
+    if driver is None:  # what the runtime answers where no driver is loaded at all
+        return f"no usable CUDA device: cudaGetDeviceCount returned {name} (no NVIDIA driver: libcuda.so.1 not found)"
     try:
         version = importlib.metadata.version("cuda-python")
     except importlib.metadata.PackageNotFoundError:
         version = "?"
     return (
-        f"the NVIDIA driver is too old for cuda-python {version} ({name}): each cuda-python major needs a "
-        "driver of its CUDA major (cuda-python 13: driver >= 580). Install the extra of your driver's CUDA: "
-        "pip install 'facenet-harness[gpu-cu12]' (CUDA 12 drivers, 525-579) or '[gpu-cu13]' (driver >= 580)"
+        f"the NVIDIA driver ({driver}) is too old for cuda-python {version} ({name}): each cuda-python major "
+        "needs a driver of its CUDA major (cuda-python 13: driver >= 580). Install the extra of your driver's "
+        "CUDA: pip install 'facenet-harness[gpu-cu12]' (CUDA 12 drivers, 525-579) or '[gpu-cu13]' (>= 580)"
     )
 
 

@@ -30,10 +30,11 @@ import dataclasses
 import importlib
 import importlib.util
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 
+from harness import model as model_
 from harness.core.errors import HarnessError
 from harness.engines.base import Availability, Capability, Engine, EngineUnavailable, Option
 from harness.engines.cuda import Cuda, binding_available, probe
@@ -257,12 +258,18 @@ class TensorRTEngine(Engine):
     name = "tensorrt"
     precisions = ("fp32", "fp16", "int8")
 
-    options = (
+    options: ClassVar[tuple[Option, ...]] = (
         Option(
             "profile",
             lambda v: tuple(int(x) for x in (v.split(",") if isinstance(v, str) else v)),
             (1, 64, 64),
             "min,opt,max batch of the optimization profile for a dynamic-batch ONNX",
+        ),
+        Option(
+            "static_batch",
+            int,
+            0,
+            "build a dynamic-batch ONNX at this static batch instead of with the profile (0: the ONNX's own form)",
         ),
         *CALIBRATION_OPTIONS,
     )
@@ -297,6 +304,12 @@ class TensorRTEngine(Engine):
             raise HarnessError(
                 f"engine {self.name!r}: profile {profile} must be min,opt,max batch with 1 <= min <= opt <= max."
             )
+        static = self.settings["static_batch"]
+        if static < 0:
+            raise HarnessError(f"engine {self.name!r}: static_batch={static} must be 0 (off) or a batch size.")
+        self.source_model = model  # what INT8 calibrates and FP16 converts (its own batch form)
+        if static and model.batch is None:  # run() pads to it; the plan is built from a static copy
+            model = self.model = dataclasses.replace(model, batch=static)
         self.trt = sdk or load_sdk(self.name)
         self.typing = sdk_typing(self.trt)  # before anything is built or allocated
         self.version = str(getattr(self.trt, "__version__", "unknown"))
@@ -314,9 +327,10 @@ class TensorRTEngine(Engine):
         self.device = self.cuda.device()
         self.logger = process_logger(self.trt)
         init_plugins(self.trt, self.logger)  # before anything is parsed, built or deserialized
-        spec = BuildSpec(
-            self._onnx_for(model, precision, cache_dir), precision, model.batch, profile, typing=self.typing
-        )
+        onnx_path = self._onnx_for(self.source_model, precision, cache_dir)
+        if model.batch is not None and self.source_model.batch is None:
+            onnx_path = model_.with_static_batch(onnx_path, model.batch, cache_dir)
+        spec = BuildSpec(onnx_path, precision, model.batch, profile, typing=self.typing)
         self.tf32 = spec.tf32 and hasattr(self.trt.BuilderFlag, "TF32")
         self.plan_path = self._plan(spec, cache_dir)
         self.plan_sha256 = cache.sha256_file(self.plan_path)  # describe() is called often: hash the plan once
@@ -526,9 +540,17 @@ class TensorRTEngine(Engine):
 
 
 class IxRTEngine(TensorRTEngine):
+    """IxRT in the reference deployment's form by default: a dynamic ONNX is built at a static batch of 64
+    (DeepSparkInference facenet/ixrt builds with BSZ=64 from a batch-64 ONNX, no optimization profile, and
+    runs execute_v2), so its FPS figures are reproduced like for like; ``static_batch=0`` builds the
+    dynamic profile instead."""
+
     name = "ixrt"
     sdk_modules = SDK_MODULES["ixrt"]
     preferred_api = "binding"  # IxRT's own samples and deployment use the TensorRT 8 binding API
+    options: ClassVar[tuple[Option, ...]] = tuple(
+        dataclasses.replace(o, default=64) if o.name == "static_batch" else o for o in TensorRTEngine.options
+    )
 
 
 @dataclasses.dataclass(frozen=True)

@@ -15,6 +15,7 @@ from harness.model.export import (
     count_macs,
     inspect,
     prepare,
+    with_static_batch,
 )
 
 __all__ = [
@@ -30,4 +31,5 @@ __all__ = [
     "count_macs",
     "inspect",
     "prepare",
+    "with_static_batch",
 ]

@@ -228,3 +228,33 @@ def count_macs(path: str | os.PathLike, batch: int = 1) -> dict[str, int]:
                 out["MatMul"] += mw[0] * mw[1]
     out["total"] = out["Conv"] + out["MatMul"]
     return out
+
+
+STATIC_RECIPE = "static-batch-v1"
+
+
+def with_static_batch(path: str | os.PathLike, batch: int, cache_dir: Path) -> Path:
+    """A copy of a dynamic-batch FaceNet ONNX with its batch fixed to ``batch`` (the input's and outputs'
+    first dimension; intermediate shapes follow from them), cached by content. What the reference IxRT
+    deployment builds from (DeepSparkInference facenet/ixrt: modify_batchsize.py, BSZ=64): a static
+    engine with no optimization profile."""
+    src = Path(path)
+    key = cache.key_of(onnx=cache.sha256_file(src), batch=batch, recipe=STATIC_RECIPE)
+    out = Path(cache_dir) / "static" / f"{src.stem}-b{batch}-{key}.onnx"
+    with cache.locked(out):
+        if out.is_file():
+            return out
+        try:
+            m = onnx.load(str(src))
+        except Exception as e:  # noqa: BLE001 - protobuf raises its own types for a corrupt file
+            raise HarnessError(f"{src}: not a readable ONNX model ({e}).") from None
+        for v in list(m.graph.input) + list(m.graph.output):
+            dims = v.type.tensor_type.shape.dim
+            if not dims:
+                raise HarnessError(f"{src}: {v.name} has no shape; cannot fix its batch dimension.")
+            dims[0].Clear()
+            dims[0].dim_value = batch
+        del m.graph.value_info[:]  # recomputed by the SDK's parser from the fixed input
+        with cache.atomic_path(out) as tmp:
+            onnx.save(m, str(tmp))
+    return out
