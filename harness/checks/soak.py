@@ -113,14 +113,14 @@ class _Worker(threading.Thread):
             if self.setup_error is None and not self.cancelled:
                 calls = self._loop()
                 self.loop_end = time.perf_counter() - self.t0
-        except Exception as e:  # noqa: BLE001 - a worker's error is a soak finding, reported with its place
+        except BaseException as e:  # noqa: BLE001 - any exit of a worker (SystemExit too) is a soak finding
             self._error(calls, e)
         finally:
             self.warm.set()
             if self.engine is not None:
                 try:
                     self.engine.close()
-                except Exception as e:  # noqa: BLE001 - a failed release is a finding too
+                except BaseException as e:  # noqa: BLE001 - a failed release is a finding too
                     self._error(calls, e, "close: ")
 
     def _loop(self) -> int:

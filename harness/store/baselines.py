@@ -64,6 +64,24 @@ def _read_json(path: Path, what: str, default=None):
         raise HarnessError(f"{path}: unreadable {what} ({e}); restore it from git or the package.") from None
 
 
+def _reference_entry(description: str, summary: dict, provenance: dict) -> dict:
+    """An accuracy.json dataset entry: the FP32 reference's figures and the gates derived from them."""
+    return {
+        "description": description,
+        "reference": {
+            k: summary[k] for k in ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far", "eer", "threshold")
+        },
+        "provenance": provenance,
+        "gates": {
+            p: {
+                "accuracy_min": round(summary["accuracy_mean"] - acc_margin, 5),
+                "auc_min": round(summary["auc"] - auc_margin, 5),
+            }
+            for p, (acc_margin, auc_margin) in PRECISION_MARGINS.items()
+        },
+    }
+
+
 class BaselineStore:
     """The layered baselines (user folder over shipped files) and the one place writes go."""
 
@@ -113,23 +131,10 @@ class BaselineStore:
     def save_reference(self, digest: str, description: str, summary: dict, provenance: dict) -> Path:
         """Record an FP32 reference run for a dataset and derive its gates (margins above)."""
         path = self.writable() / ACCURACY_FILE
-        doc = _read_json(path, "accuracy baselines", {"datasets": {}})
-        doc.setdefault("datasets", {})[digest] = {
-            "description": description,
-            "reference": {
-                k: summary[k]
-                for k in ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far", "eer", "threshold")
-            },
-            "provenance": provenance,
-            "gates": {
-                p: {
-                    "accuracy_min": round(summary["accuracy_mean"] - acc_margin, 5),
-                    "auc_min": round(summary["auc"] - auc_margin, 5),
-                }
-                for p, (acc_margin, auc_margin) in PRECISION_MARGINS.items()
-            },
-        }
-        cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
+        with cache.locked(path):  # read, change and replace under one lock: a parallel save is never lost
+            doc = _read_json(path, "accuracy baselines", {"datasets": {}})
+            doc.setdefault("datasets", {})[digest] = _reference_entry(description, summary, provenance)
+            cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return path
 
     # --- conformance tolerances -------------------------------------------------------------------
@@ -159,21 +164,34 @@ class BaselineStore:
     # --- the golden store: probe-set FP32 reference embeddings, with their hashes ---------------------
 
     def save_golden(self, dataset, indices, embeddings, meta: dict) -> Path:
+        """Publish a probe set's reference embeddings and their record as one unit: the array is hashed
+        before it is written, under a name of its own content, and the record naming it replaces the old
+        one under a lock; two saves at once each pair their own record and array, the last one wins."""
+        import io
+
         import numpy as np
 
-        record_path, array_path = _golden_paths(self.writable(), dataset.digest)
-        with cache.atomic_path(array_path) as tmp:
-            with open(tmp, "wb") as f:
-                np.save(f, np.asarray(embeddings, np.float32))
+        record_path, plain = _golden_paths(self.writable(), dataset.digest)
+        buf = io.BytesIO()
+        np.save(buf, np.asarray(embeddings, np.float32))
+        data = buf.getvalue()
+        sha = cache.sha256_bytes(data)
+        array_path = plain.with_name(f"{plain.stem}-{sha[:16]}.npy")
         record = {
             **meta,
             "dataset_digest": dataset.digest,
             "images": probe_fingerprint(dataset, indices),
             "order": [dataset.keys[i] for i in indices],
             "embeddings_file": array_path.name,
-            "embeddings_sha256": cache.sha256_file(array_path),
+            "embeddings_sha256": sha,
         }
-        cache.atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+        with cache.locked(record_path):
+            with cache.atomic_path(array_path) as tmp:
+                tmp.write_bytes(data)
+            cache.atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
+            for stale in record_path.parent.glob(f"{plain.stem}*.npy"):  # arrays no record names any more
+                if stale != array_path:
+                    stale.unlink(missing_ok=True)
         return record_path
 
     def golden(self, dataset, indices, preprocessing: dict, model_sha256: str):
@@ -255,16 +273,17 @@ class BaselineStore:
         """Record (or update) this identity's results: per case the median fps, the tolerance and the
         paired per-step samples (throughput and canary) that later runs are compared with."""
         path = self.writable() / PERF_FILE
-        doc = _read_json(path, "performance baselines", {"entries": []})
-        entries = doc.setdefault("entries", [])
-        entry = next((e for e in entries if e.get("identity") == identity), None)
-        if entry is None:
-            entry = {"identity": identity, "results": {}}
-            entries.append(entry)
-        entry.update(stack=stack, source=source, host=host, recorded=recorded)
-        for case, r in results.items():
-            entry["results"][case] = {**r, "tolerance": tolerance}
-        cache.atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
+        with cache.locked(path):  # read, change and replace under one lock: a parallel save is never lost
+            doc = _read_json(path, "performance baselines", {"entries": []})
+            entries = doc.setdefault("entries", [])
+            entry = next((e for e in entries if e.get("identity") == identity), None)
+            if entry is None:
+                entry = {"identity": identity, "results": {}}
+                entries.append(entry)
+            entry.update(stack=stack, source=source, host=host, recorded=recorded)
+            for case, r in results.items():
+                entry["results"][case] = {**r, "tolerance": tolerance}
+            cache.atomic_write_text(path, json.dumps(doc, indent=1, sort_keys=True) + "\n")
         return path
 
 

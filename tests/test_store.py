@@ -1,0 +1,68 @@
+"""The baselines store loses nothing when several processes write at once (pytest-xdist workers, two
+`make perf-baseline`): every save is a locked read-modify-write, and a golden record and its array are
+one unit."""
+
+import json
+import multiprocessing
+import types
+
+import numpy as np
+
+from harness.store.baselines import BaselineStore
+
+WRITERS, EACH = 4, 25
+
+
+def _save_perf(folder: str, writer: int) -> None:
+    store = BaselineStore(folder)
+    for i in range(EACH):
+        identity = {"backend": "onnxruntime", "precision": "fp32", "writer": writer, "i": i}
+        store.save_perf(identity, {"runtime": "x"}, {"compute-b8": {"fps": float(i)}}, "test", "host", "2026-12-02")
+
+
+def _save_reference(folder: str, writer: int) -> None:
+    store = BaselineStore(folder)
+    summary = dict.fromkeys(("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far", "eer", "threshold"), 0.5)
+    for i in range(EACH):
+        store.save_reference(f"digest-{writer}-{i}", "test", summary, {"writer": writer})
+
+
+def _run(target, folder) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    procs = [ctx.Process(target=target, args=(str(folder), w)) for w in range(WRITERS)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(120)
+        assert p.exitcode == 0
+
+
+def test_parallel_perf_saves_keep_every_entry(tmp_path):
+    _run(_save_perf, tmp_path)
+    entries = json.loads((tmp_path / "perf.json").read_text())["entries"]
+    assert sorted((e["identity"]["writer"], e["identity"]["i"]) for e in entries) == [
+        (w, i) for w in range(WRITERS) for i in range(EACH)
+    ]
+
+
+def test_parallel_accuracy_saves_keep_every_dataset(tmp_path):
+    _run(_save_reference, tmp_path)
+    datasets = json.loads((tmp_path / "accuracy.json").read_text())["datasets"]
+    assert len(datasets) == WRITERS * EACH
+
+
+def test_a_golden_record_always_names_its_own_array(tmp_path, monkeypatch):
+    """Saved twice, the probe set's record names the array it was hashed from (hashed in memory, before
+    publishing, under a name of its own content) and no array is left that no record names."""
+    from harness.store import baselines, cache
+
+    monkeypatch.setattr(baselines, "probe_fingerprint", lambda dataset, indices: {})
+    ds = types.SimpleNamespace(digest="d" * 64, keys=["A/A_0001", "B/B_0001"])
+    store = BaselineStore(tmp_path)
+    for value in (1.0, 2.0):
+        store.save_golden(ds, [0, 1], np.full((2, 512), value, np.float32), {"engine": {}})
+    record = json.loads((tmp_path / "golden" / f"probe-{'d' * 16}.json").read_text())
+    arrays = list((tmp_path / "golden").glob("*.npy"))
+    assert [a.name for a in arrays] == [record["embeddings_file"]]
+    assert cache.sha256_file(arrays[0]) == record["embeddings_sha256"]
+    assert np.load(arrays[0])[0, 0] == 2.0
