@@ -26,6 +26,7 @@ from harness.store import cache
 from harness.store.baselines import BaselineStore
 
 EXIT_PASS, EXIT_FAIL, EXIT_USAGE, EXIT_NO_BASELINE, EXIT_INCONCLUSIVE = 0, 1, 2, 3, 4
+EXIT_INTERNAL = 70  # an error of the harness itself (sysexits EX_SOFTWARE): never read as a FAIL verdict
 
 
 def _add_common(p: argparse.ArgumentParser) -> None:
@@ -419,6 +420,16 @@ def cmd_gate(args) -> int:
                 f"engine {args.backend!r} can run none of its precisions here; 'facenet-harness engines' says why."
             )
     cases, settings = _cases(args.cases), _settings(args)
+    out = Path(args.out)
+    report.start_gate(out)  # an unwritable --out is a user error now, and no stale report is left to read
+    if args.json:
+        report.check_json_target(Path(args.json))
+    last: list = []
+
+    def progress(partial) -> None:
+        last[:] = [partial]
+        report.write_progress(partial, out)
+
     with Setup(args) as s:
 
         def one_at_a_time():  # each engine built when the gate reaches it and closed before the next
@@ -426,7 +437,18 @@ def cmd_gate(args) -> int:
                 with s.engine(prec) as engine:
                     yield engine
 
-        gate = s.gate.run(one_at_a_time(), cases, settings)
+        try:
+            gate = s.gate.run(one_at_a_time(), cases, settings, progress=progress, planned=len(precisions))
+        except BaseException as e:  # the report on disk says this run stopped, and why, before it goes up
+            if last:
+                done = last[0]
+                stopped = s.gate.report(
+                    done.rows,
+                    complete=False,
+                    status=f"stopped after {len(done.rows)} of {len(precisions)} rows: {type(e).__name__}: {e}",
+                )
+                report.write_progress(stopped, out)
+            raise
     curves = [(f"{r.backend} {r.precision}", r.accuracy.evaluation) for r in gate.rows]
     paths = report.write_gate(gate, Path(args.out), curves, s.dataset)
     if args.json:
@@ -538,3 +560,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         _err("facenet-harness: interrupted; caches are only ever written whole, rerun to continue.")
         return 130
+    except Exception:  # noqa: BLE001 - a bug of the harness: its own exit code, with the traceback to report
+        import traceback
+
+        traceback.print_exc()
+        _err(f"facenet-harness: internal error (exit {EXIT_INTERNAL}); the traceback above is a harness bug.")
+        return EXIT_INTERNAL

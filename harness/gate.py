@@ -447,10 +447,17 @@ class Gate:
         engines: Iterable[Engine],
         perf_cases: Sequence[throughput.Case] = (),
         perf_settings: throughput.Settings | None = None,
+        progress: Callable[[GateReport], None] | None = None,
+        planned: int | None = None,
     ) -> GateReport:
         """Accuracy, conformance and (given cases) perf of each engine, one report. ``engines`` may be a
-        generator that builds each engine on demand and closes it when the next is asked for."""
-        rows = []
+        generator that builds each engine on demand and closes it when the next is asked for.
+        ``progress`` receives the report so far (``complete`` False) before the first row and after every
+        row, so a report on disk always says how far this run got; ``planned`` is the number of rows."""
+        rows: list[GateRow] = []
+        total = f" of {planned}" if planned is not None else ""
+        if progress:
+            progress(self.report(rows, complete=False, status=f"in progress: 0{total} rows done"))
         for engine in engines:
             self.log(f"gate: {engine.label}: accuracy")
             acc = self.accuracy(engine)
@@ -458,11 +465,23 @@ class Gate:
             conf = self.conformance(engine)
             perf = self.perf(engine, perf_cases, perf_settings) if perf_cases else None
             rows.append(GateRow(engine.name, engine.precision, row_verdict(acc, conf, perf), acc, conf, perf))
+            if progress:
+                progress(self.report(rows, complete=False, status=f"in progress: {len(rows)}{total} rows done"))
+        return self.report(rows)
+
+    def report(self, rows: list[GateRow], complete: bool = True, status: str = "") -> GateReport:
+        """The gate report of ``rows``; an incomplete one is never PASS (FAIL if a row failed, else
+        INCONCLUSIVE: what was not judged cannot pass)."""
+        verdict = Verdict.combine(r.verdict for r in rows)
+        if not complete and verdict is not Verdict.FAIL:
+            verdict = Verdict.INCONCLUSIVE
         return GateReport(
-            Verdict.combine(r.verdict for r in rows),
+            verdict,
             environment.fingerprint(),
             rows[0].accuracy.model if rows else ModelRef.of(self.reference),
             ModelRef.of(self.reference),
             DatasetRef.of(self.dataset),
-            rows,
+            list(rows),
+            complete=complete,
+            status=status,
         )

@@ -6,11 +6,13 @@ Nothing here decides anything: verdicts come from ``harness.gate`` and ``harness
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from harness.core import results as r_
+from harness.core.errors import HarnessError
 from harness.core.results import (
     AccuracyResult,
     ConformanceResult,
@@ -334,8 +336,9 @@ def _ms(v: float | None) -> str:
 def gate_markdown(gate: GateReport) -> str:
     env = gate.environment
     lines = [
-        f"# FaceNet gate: {gate.verdict}",
+        f"# FaceNet gate: {gate.verdict}" + ("" if gate.complete else " (INCOMPLETE)"),
         "",
+        *([] if gate.complete else [f"**This run is not complete: {gate.status}.**", ""]),
         f"Environment: {env['cpu']} x{env['cpu_count']}, Python {env['python']}, onnxruntime {env['onnxruntime']}, "
         f"numpy {env['numpy']}, {env['platform']}  ",
         f"Model: `{gate.model.path}` (sha256 {gate.model.sha256[:16]})  ",
@@ -375,6 +378,11 @@ def gate_junit(gate: GateReport) -> str:
                 counts["skipped"] += 1
             else:
                 ET.SubElement(case, "system-out").text = message
+    if not gate.complete:  # a CI system must not read a partial run as a green one
+        case = ET.SubElement(suite, "testcase", classname="gate", name="complete")
+        ET.SubElement(case, "failure" if gate.verdict is Verdict.FAIL else "error", message=gate.status)
+        counts["tests"] += 1
+        counts["failures" if gate.verdict is Verdict.FAIL else "errors"] = counts.get("errors", 0) + 1
     for k, v in counts.items():
         suite.set(k, str(v))
     return ET.tostring(suite, encoding="unicode")
@@ -464,6 +472,43 @@ def flipped_png(path: Path, pairs, dataset, limit: int = SHEET_PAIRS) -> Path:
         fig.savefig(tmp, format="png", dpi=100, facecolor="white")
     plt.close(fig)
     return path
+
+
+REPORT_FILES = ("gate.json", "gate.md", "gate.xml", "roc.png")
+
+
+def check_writable(folder: Path, what: str, option: str) -> None:
+    """HarnessError (exit 2) now, before a long run, when ``folder`` cannot take the file(s)."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = folder / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise HarnessError(f"{folder}: cannot write {what} there ({e.strerror or e}); pass {option}.") from None
+
+
+def check_json_target(path: Path) -> None:
+    if path.is_dir():
+        raise HarnessError(f"{path}: is a folder; --json takes a file name (e.g. {path / 'gate.json'}).")
+    check_writable(path.parent, "the JSON report", "--json FILE")
+
+
+def start_gate(out: Path) -> None:
+    """Before a gate runs: ``out`` must be writable (checked now, not after the run), and the report of an
+    earlier run is removed, so nothing in ``out`` can be read as this run's until this run writes it."""
+    out = Path(out)
+    check_writable(out, "the gate report", "--out DIR")
+    for stale in [*(out / n for n in REPORT_FILES), *out.glob("flipped-*.png")]:
+        stale.unlink(missing_ok=True)
+
+
+def write_progress(gate: GateReport, out: Path) -> None:
+    """gate.json, gate.md and gate.xml of a run so far (``complete`` False), each replaced atomically."""
+    out = Path(out)
+    write_json(out / "gate.json", gate)
+    cache.atomic_write_text(out / "gate.md", gate_markdown(gate))
+    cache.atomic_write_text(out / "gate.xml", gate_junit(gate))
 
 
 def write_gate(gate: GateReport, out: Path, curves: list[tuple[str, Evaluation]], dataset=None) -> dict[str, Path]:

@@ -89,7 +89,7 @@ def test_junit_marks_failures_with_the_deciding_threshold():
             ]
         ),
     )
-    suite = ET.fromstring(report.gate_junit(NS(rows=[row])))
+    suite = ET.fromstring(report.gate_junit(NS(rows=[row], complete=True, status="")))
     assert suite.get("failures") == "2" and suite.get("skipped") == "1" and suite.get("tests") == "4"
     failure = suite.find("testcase[@name='accuracy']/failure")
     assert "accuracy_mean 0.97000 (>= 0.98000): FAIL" in failure.get("message")
@@ -148,7 +148,7 @@ def test_failed_and_inconclusive_parts_are_counted_and_shown():
     md = "\n".join(report._row_markdown(row))
     assert "| min / mean cosine | 0.900000 / 0.990000 | >= 0.999 / 0.9999 | FAIL |" in md
     assert "| compute-b64 | 80.0 | 4.0% | none | - | - | INCONCLUSIVE | unstable measurement: load |" in md
-    suite = ET.fromstring(report.gate_junit(NS(rows=[row])))
+    suite = ET.fromstring(report.gate_junit(NS(rows=[row], complete=True, status="")))
     assert suite.get("failures") == "1" and suite.get("skipped") == "1"
 
 
@@ -160,3 +160,66 @@ def test_results_are_falsy_unless_they_pass():
     ok = gate.PerfResult({}, {"backend": "x", "precision": "fp32"}, {}, None, [], Verdict.PASS, {})
     assert not fail and not inconclusive and ok
     assert gate.row_verdict(NS(verdict=Verdict.PASS), None, fail) is Verdict.FAIL
+
+
+def _small_gate_args(tmp_path, facenet_reference_model, out, precisions="fp32,fp16"):
+    images, pairs = make_prealigned(tmp_path)
+    base = tmp_path / "baselines"
+    base.mkdir(exist_ok=True)
+    shutil.copy(shipped_folder() / TOLERANCES_FILE, base)
+    return [
+        "gate",
+        "--baselines", str(base),
+        "--reference-onnx", str(facenet_reference_model.path),
+        "--onnx", str(facenet_reference_model.path),
+        "--lfw-dir", str(images),
+        "--pairs", str(pairs),
+        "--precisions", precisions,
+        "--perf-cases", "",
+        "--probe-size", "4",
+        "--cache", str(tmp_path / "cache"),
+        "--out", str(out),
+    ]  # fmt: skip
+
+
+def test_a_gate_that_stops_leaves_an_incomplete_report_not_a_stale_pass(
+    facenet_reference_model, tmp_path, capsys, monkeypatch
+):
+    """The previous run's PASS report is gone the moment a run starts; a run that stops on its second row
+    (here the harness itself fails) leaves a report that says it is incomplete, after which row and why,
+    is never PASS, and exits with the internal-error code, not FAIL's 1."""
+    from harness.gate import Gate
+
+    out = tmp_path / "reports"
+    out.mkdir()
+    (out / "gate.json").write_text(json.dumps({"verdict": "PASS", "complete": True}))
+    (out / "flipped-onnxruntime-int8.png").write_bytes(b"old")
+    real = Gate.conformance
+
+    def conformance(self, engine, *a, **k):
+        if engine.precision == "fp16":
+            raise RuntimeError("a bug in the harness")
+        return real(self, engine, *a, **k)
+
+    monkeypatch.setattr(Gate, "conformance", conformance)
+    rc = cli.main(_small_gate_args(tmp_path, facenet_reference_model, out))
+    err = capsys.readouterr().err
+    assert rc == cli.EXIT_INTERNAL == 70 and "internal error" in err and "RuntimeError: a bug in the harness" in err
+    doc = json.loads((out / "gate.json").read_text())
+    assert doc["complete"] is False and doc["verdict"] != "PASS"
+    assert doc["status"] == "stopped after 1 of 2 rows: RuntimeError: a bug in the harness"
+    assert [r["precision"] for r in doc["rows"]] == ["fp32"]
+    assert "(INCOMPLETE)" in (out / "gate.md").read_text().splitlines()[0]
+    junit = ET.parse(out / "gate.xml").getroot()
+    assert int(junit.get("errors")) + int(junit.get("failures")) >= 1  # CI never reads it as green
+    assert not (out / "flipped-onnxruntime-int8.png").exists()
+
+
+def test_an_unwritable_report_target_is_a_user_error_before_the_run(facenet_reference_model, tmp_path, capsys):
+    blocked = tmp_path / "file"
+    blocked.write_text("not a folder")
+    rc = cli.main(_small_gate_args(tmp_path, facenet_reference_model, blocked / "reports"))
+    assert rc == 2 and "cannot write the gate report there" in capsys.readouterr().err
+    rc = cli.main([*_small_gate_args(tmp_path, facenet_reference_model, tmp_path / "r"), "--json", str(tmp_path)])
+    assert rc == 2 and "is a folder; --json takes a file name" in capsys.readouterr().err
+    assert not (tmp_path / "r" / "gate.json").exists()  # refused before anything ran

@@ -569,6 +569,10 @@ class GateReport(Result):
     dataset: DatasetRef
     rows: list[GateRow]
     roc_png: str | None = None
+    # False while the gate is still running, or when it stopped before the last row (``status`` says why);
+    # an incomplete report's verdict is never PASS (FAIL if a finished row failed, else INCONCLUSIVE)
+    complete: bool = True
+    status: str = ""
 
 
 @dataclasses.dataclass(frozen=True)
