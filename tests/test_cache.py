@@ -57,3 +57,36 @@ def test_concurrent_builders_build_once(tmp_path):
 def test_cache_root_from_environment(tmp_path, monkeypatch):
     monkeypatch.setenv(cache.ENV_VAR, str(tmp_path / "c"))
     assert cache.cache_root() == tmp_path / "c" and (tmp_path / "c").is_dir()
+
+
+def test_the_embeddings_key_has_everything_that_changes_the_embeddings(monkeypatch):
+    """OpenCV's version (it decodes and resizes), the CPU's ISA identity for CPU engines (a shared cache
+    must not hand one CPU's INT8 embeddings to another), and every resolved setting, also one the
+    engine's describe() leaves out."""
+    import types
+
+    import cv2
+
+    from harness.checks import accuracy
+    from harness.store import environment
+
+    def engine(**settings):
+        return types.SimpleNamespace(
+            model=types.SimpleNamespace(sha256="m"),
+            describe=lambda: {"backend": "plug-in", "precision": "int8"},
+            settings=settings,
+            device_kind="cpu",
+        )
+
+    ds = types.SimpleNamespace(digest="d")
+    base = accuracy.embeddings_key(engine(threads=2), ds)
+    assert accuracy.embeddings_key(engine(threads=2), ds) == base
+    assert accuracy.embeddings_key(engine(threads=2, int8_format="qop"), ds) != base
+    monkeypatch.setattr(cv2, "__version__", "0.0.1")
+    assert accuracy.embeddings_key(engine(threads=2), ds) != base
+    monkeypatch.undo()
+    here = environment.cpu_identity()
+    monkeypatch.setattr(environment, "cpu_identity", lambda: {**here, "isa": ["avx2"]})
+    assert accuracy.embeddings_key(engine(threads=2), ds) != base
+    monkeypatch.setattr(environment, "cpu_identity", lambda: {**here, "cores": 64})  # speed, not results
+    assert accuracy.embeddings_key(engine(threads=2), ds) == base

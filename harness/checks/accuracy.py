@@ -14,7 +14,7 @@ from harness.core.results import FlippedPair
 from harness.engines import Engine
 from harness.lfw import data, metrics
 from harness.lfw.data import Dataset
-from harness.store import cache
+from harness.store import cache, environment
 
 
 def embed(
@@ -61,8 +61,21 @@ def embed(
 
 
 def embeddings_key(engine: Engine, dataset: Dataset) -> str:
+    """Everything that changes an engine's embeddings of the dataset: the model, the images and their
+    preprocessing (OpenCV decodes and resizes them), what the engine says of itself, every resolved
+    setting (also those a plug-in's ``describe()`` forgets) and, for CPU engines, the CPU's ISA identity
+    (INT8 and bf16 kernels differ between CPUs that share a marketing name)."""
+    import cv2
+
+    cpu = environment.cpu_identity() if getattr(engine, "device_kind", "cpu") == "cpu" else None
     return cache.key_of(
-        model=engine.model.sha256, dataset=dataset.digest, preprocessing=data.PREPROCESSING, engine=engine.describe()
+        model=engine.model.sha256,
+        dataset=dataset.digest,
+        preprocessing=data.PREPROCESSING,
+        opencv=cv2.__version__,
+        engine=engine.describe(),
+        settings={k: list(v) if isinstance(v, tuple) else v for k, v in sorted(engine.settings.items())},
+        cpu=None if cpu is None else {k: cpu.get(k) for k in ("vendor", "family", "model", "stepping", "isa")},
     )
 
 
