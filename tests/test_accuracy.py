@@ -96,6 +96,16 @@ def test_judge_fails_below_either_gate():
     assert judge_accuracy({"accuracy_mean": 0.985, "auc": 0.998}, None) == (Verdict.NO_BASELINE, [])
 
 
+def test_a_missing_gate_never_hides_a_failing_delta():
+    """No accuracy gate for this data, but the reference was measured in the same run: an engine 8 points
+    below it FAILs (it was NO BASELINE); one within the delta stays NO BASELINE, the check shown."""
+    ref = {"accuracy_mean": 0.987}
+    far_below, checks = judge_accuracy({"accuracy_mean": 0.907, "auc": 0.95}, None, ref, 0.003)
+    assert far_below is Verdict.FAIL and [c.metric for c in checks] == ["accuracy_delta_vs_reference"]
+    close, checks = judge_accuracy({"accuracy_mean": 0.986, "auc": 0.998}, None, ref, 0.003)
+    assert close is Verdict.NO_BASELINE and checks[0].passed
+
+
 def test_shared_dataset_has_gates_derived_from_its_reference(facenet_lfw, facenet_store):
     entry = facenet_store.accuracy_entry(facenet_lfw.digest)
     assert entry, "the ../shared LFW copy must have an accuracy baseline"

@@ -327,20 +327,24 @@ def judge_accuracy(
 
     Besides the absolute gate, an engine under test is held within ``max_delta`` of the accuracy of the
     FP32 reference measured on the same data (``reference``), when given: far better is as suspect as
-    worse (other data, another model), so that bound is two-sided.
+    worse (other data, another model), so that bound is two-sided. Without an absolute gate for this data
+    that delta is still judged: a failing one is a FAIL (a missing gate never hides it), a passing one
+    leaves the verdict NO BASELINE.
     """
-    if gate is None:
-        return Verdict.NO_BASELINE, []
-    checks = [
-        Check.at_least("accuracy_mean", summary["accuracy_mean"], gate["accuracy_min"]),
-        Check.at_least("auc", summary["auc"], gate["auc_min"]),
-    ]
+    delta = []
     if reference is not None and max_delta is not None:
-        checks.append(
+        delta.append(
             Check.within(
                 "accuracy_delta_vs_reference", summary["accuracy_mean"] - reference["accuracy_mean"], max_delta
             )
         )
+    if gate is None:
+        return (Verdict.FAIL if any(c.verdict is Verdict.FAIL for c in delta) else Verdict.NO_BASELINE), delta
+    checks = [
+        Check.at_least("accuracy_mean", summary["accuracy_mean"], gate["accuracy_min"]),
+        Check.at_least("auc", summary["auc"], gate["auc_min"]),
+        *delta,
+    ]
     return Verdict.combine(c.verdict for c in checks), checks
 
 
