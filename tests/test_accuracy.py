@@ -168,7 +168,8 @@ def test_wrong_onnx_is_judged_against_the_pinned_reference(facenet_lfw, facenet_
     assert got["metrics"]["accuracy_mean"] != pinned["metrics"]["accuracy_mean"]  # its own figures
     assert got["flipped_decisions"] == len(got["flipped_pairs"]) > 0
     assert got["accuracy_delta"] == pytest.approx(got["metrics"]["accuracy_mean"] - pinned["metrics"]["accuracy_mean"])
-    assert got["verdict"] == "NO BASELINE"  # this subset has no gate: never a pass
+    # this subset has no gate, but the delta vs the pinned reference measured in the same run fails
+    assert got["verdict"] == "FAIL" and got["checks"][0]["metric"] == "accuracy_delta_vs_reference"
 
     out = tmp_path / "conf.json"
     rc = cli.main(["conformance", "--onnx", str(wrong), "--json", str(out), "--probe-size", "32"] + data)
