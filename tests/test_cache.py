@@ -90,3 +90,25 @@ def test_the_embeddings_key_has_everything_that_changes_the_embeddings(monkeypat
     assert accuracy.embeddings_key(engine(threads=2), ds) != base
     monkeypatch.setattr(environment, "cpu_identity", lambda: {**here, "cores": 64})  # speed, not results
     assert accuracy.embeddings_key(engine(threads=2), ds) == base
+
+
+def test_a_valid_entry_is_used_without_the_lock_and_an_unwritable_cache_is_a_clear_error(tmp_path, monkeypatch):
+    """A read-only cache holding valid entries is used (a hit takes no lock, so no lock file is opened);
+    a miss where the cache cannot be written is an error naming the folder, not a PermissionError."""
+    from harness.core.errors import HarnessError
+
+    art = tmp_path / "c" / "a.bin"
+    art.parent.mkdir()
+    cache.get_or_build(art, lambda tmp: tmp.write_bytes(b"x") and None, {"k": 1})
+
+    def no_lock(path):
+        raise AssertionError("a hit must not take the lock")
+
+    monkeypatch.setattr(cache, "locked", no_lock)
+    record, hit = cache.get_or_build(art, lambda tmp: None, {"k": 1})
+    assert hit and record["k"] == 1
+    monkeypatch.undo()
+    blocked = tmp_path / "file"
+    blocked.write_text("a file where the cache folder should be")
+    with pytest.raises(HarnessError, match="the cache folder is not writable.*FACENET_HARNESS_CACHE"):
+        cache.get_or_build(blocked / "a.bin", lambda tmp: tmp.write_bytes(b"x") and None)

@@ -241,6 +241,8 @@ def with_static_batch(path: str | os.PathLike, batch: int, cache_dir: Path) -> P
     src = Path(path)
     key = cache.key_of(onnx=cache.sha256_file(src), batch=batch, recipe=STATIC_RECIPE)
     out = Path(cache_dir) / "static" / f"{src.stem}-b{batch}-{key}.onnx"
+    if out.is_file():  # published whole under its content key: usable without the lock
+        return out
     with cache.locked(out):
         if out.is_file():
             return out

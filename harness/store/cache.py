@@ -18,6 +18,8 @@ import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+from harness.core.errors import HarnessError
+
 ENV_VAR = "FACENET_HARNESS_CACHE"
 
 
@@ -82,8 +84,15 @@ def atomic_write_text(dest: str | os.PathLike, text: str) -> None:
 def locked(path: str | os.PathLike) -> Iterator[None]:
     """An exclusive inter-process lock on ``<path>.lock`` (so parallel workers build an artifact once)."""
     lock = Path(f"{path}.lock")
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    with open(lock, "a") as f:
+    try:
+        lock.parent.mkdir(parents=True, exist_ok=True)
+        f = open(lock, "a")  # closed by the with below
+    except OSError as e:
+        raise HarnessError(
+            f"{lock.parent}: the cache folder is not writable ({e.strerror or e}) and this artifact is not in it "
+            "yet; point FACENET_HARNESS_CACHE (or --cache) at a writable folder."
+        ) from None
+    with f:
         fcntl.flock(f, fcntl.LOCK_EX)
         try:
             yield
@@ -100,13 +109,23 @@ def get_or_build(path: Path, build: Callable[[Path], dict | None], match: dict |
     Returns (record, hit).
     """
     record_path = path.with_suffix(".json")
-    with locked(path):
+
+    def hit() -> dict | None:
         try:
             record = json.loads(record_path.read_text())
             if all(record.get(k) == v for k, v in (match or {}).items()) and verified(path, record["sha256"]):
-                return record, True
-        except (OSError, ValueError, KeyError):
+                return record
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):  # missing, torn or wrong-shaped
             pass
+        return None
+
+    found = hit()  # published whole and verified by content: no lock needed to use it (a read-only cache)
+    if found is not None:
+        return found, True
+    with locked(path):
+        found = hit()
+        if found is not None:
+            return found, True
         with atomic_path(path) as tmp:
             extra = build(tmp) or {}
         record = {**(match or {}), **extra, "sha256": sha256_file(path)}
