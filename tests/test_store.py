@@ -60,9 +60,27 @@ def test_a_golden_record_always_names_its_own_array(tmp_path, monkeypatch):
     ds = types.SimpleNamespace(digest="d" * 64, keys=["A/A_0001", "B/B_0001"])
     store = BaselineStore(tmp_path)
     for value in (1.0, 2.0):
-        store.save_golden(ds, [0, 1], np.full((2, 512), value, np.float32), {"engine": {}})
+        meta = {"engine": {}, "preprocessing": {"p": 1}, "model_sha256": "m"}
+        store.save_golden(ds, [0, 1], np.full((2, 512), value, np.float32), meta)
     record = json.loads((tmp_path / "golden" / f"probe-{'d' * 16}.json").read_text())
     arrays = list((tmp_path / "golden").glob("*.npy"))
     assert [a.name for a in arrays] == [record["embeddings_file"]]
     assert cache.sha256_file(arrays[0]) == record["embeddings_sha256"]
     assert np.load(arrays[0])[0, 0] == 2.0
+    emb, why = store.golden(ds, [0, 1], {"p": 1}, "m")  # read back through the record's own array
+    assert emb is not None and emb[0, 0] == 2.0, why
+
+
+def test_a_baselines_file_of_the_wrong_shape_is_a_clear_error(tmp_path):
+    """Valid JSON of the wrong shape names the file and what to do (it was a KeyError traceback)."""
+    import pytest
+
+    from harness.core.errors import HarnessError
+
+    store = BaselineStore(tmp_path)
+    (tmp_path / "accuracy.json").write_text(json.dumps({"datasets": {"d": {"reference": {}}}}))
+    with pytest.raises(HarnessError, match=r"accuracy.json: not an accuracy baselines file"):
+        store.accuracy_gate("d", "fp32")
+    (tmp_path / "perf.json").write_text(json.dumps({"entries": {"not": "a list"}}))
+    with pytest.raises(HarnessError, match=r"perf.json: not a performance baselines file"):
+        store.perf_baseline({"backend": "x"}, "compute-b8")

@@ -117,7 +117,17 @@ class BaselineStore:
         """Every dataset's entry, the user's overriding the shipped ones digest by digest."""
         merged: dict = {}
         for base in reversed(self.layers):
-            merged.update(_read_json(base / ACCURACY_FILE, "accuracy baselines", {"datasets": {}})["datasets"])
+            path = base / ACCURACY_FILE
+            doc = _read_json(path, "accuracy baselines", {"datasets": {}})
+            datasets = doc.get("datasets") if isinstance(doc, dict) else None
+            if not isinstance(datasets, dict) or not all(
+                isinstance(e, dict) and isinstance(e.get("gates"), dict) for e in datasets.values()
+            ):
+                raise HarnessError(
+                    f"{path}: not an accuracy baselines file (it needs 'datasets', each entry with 'gates'); "
+                    "restore it from git, or record it again with 'facenet-harness accuracy --save-baseline'."
+                )
+            merged.update(datasets)
         return {"datasets": merged}
 
     def accuracy_entry(self, digest: str) -> dict | None:
@@ -210,8 +220,17 @@ class BaselineStore:
         out = []
         for base in self.layers:
             doc = _read_json(base / PERF_FILE, "performance baselines", {"entries": []})
-            for e in doc["entries"]:
-                if "identity" not in e:
+            entries = doc.get("entries") if isinstance(doc, dict) else None
+            if not isinstance(entries, list) or not all(
+                isinstance(e, dict) and isinstance(e.get("results", {}), dict) for e in entries
+            ):
+                raise HarnessError(
+                    f"{base / PERF_FILE}: not a performance baselines file (it needs a list 'entries' of "
+                    "objects with 'identity' and 'results'); restore it from git, or record it again with "
+                    "'make perf-baseline'."
+                )
+            for e in entries:
+                if not isinstance(e.get("identity"), dict):
                     raise HarnessError(
                         f"{base / PERF_FILE}: an entry without 'identity' (an older format); record "
                         "it again with 'facenet-harness bench --save-baseline' or 'make perf-baseline'."
@@ -371,6 +390,13 @@ def _load_golden(base: Path, dataset, indices, preprocessing: dict, model_sha256
     if not record_path.is_file():
         return None, f"no golden probe set for dataset digest {dataset.digest[:16]} in {base / GOLDEN_DIR}"
     record = _read_json(record_path, "golden probe record")
+    needed = ("embeddings_sha256", "order", "preprocessing", "images")
+    if not isinstance(record, dict) or any(k not in record for k in needed):
+        raise HarnessError(
+            f"{record_path}: not a golden probe record (it needs {', '.join(needed)}); restore it from git or "
+            "rebuild it with 'facenet-harness golden --save'."
+        )
+    array_path = record_path.parent / Path(str(record.get("embeddings_file") or array_path.name)).name
     if not cache.verified(array_path, record["embeddings_sha256"]):
         raise HarnessError(
             f"{array_path}: missing or its sha256 differs from {record_path}; restore both from git "
