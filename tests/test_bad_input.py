@@ -44,6 +44,22 @@ def test_non_images_are_refused(tmp_path, content):
         read_rgb(p)
 
 
+def test_an_image_claiming_huge_dimensions_is_refused_before_decoding(tmp_path):
+    """A JPEG whose header claims 60000 x 60000 pixels (a corrupt or crafted file) is refused by name,
+    undecoded: no cv2.error traceback, no GBs decoded per thread."""
+    ok, jpg = cv2.imencode(".jpg", np.zeros((8, 8, 3), np.uint8))
+    raw = bytearray(jpg.tobytes())
+    sof = raw.index(b"\xff\xc0")
+    path = tmp_path / "huge.jpg"
+    for side, claim in ((60000, "too many pixels"), (5000, "5000 x 5000 pixels")):  # Pillow's limit, ours
+        raw[sof + 5 : sof + 9] = side.to_bytes(2, "big") * 2  # height, width
+        path.write_bytes(bytes(raw))
+        with pytest.raises(HarnessError, match=rf"huge.jpg: the image header claims {claim}"):
+            read_rgb(path)
+    path.write_bytes(jpg.tobytes())
+    assert read_rgb(path).shape == (8, 8, 3)  # an ordinary image still decodes
+
+
 def test_grayscale_is_converted_and_alpha_dropped(tmp_path):
     gray = np.arange(160 * 160, dtype=np.uint32).reshape(160, 160).astype(np.uint8)
     cv2.imwrite(str(tmp_path / "g.png"), gray)

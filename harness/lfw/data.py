@@ -13,6 +13,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import hashlib
+import io
 import math
 import os
 import time
@@ -210,6 +211,32 @@ def facenet_crop(img: np.ndarray, box: Box | None, margin: int = MARGIN, size: i
     return cv2.resize(img[y1:y2, x1:x2], (size, size), interpolation=cv2.INTER_LINEAR)
 
 
+MAX_IMAGE_PIXELS = 4096 * 4096  # LFW images are 250 x 250; a header claiming far more is refused undecoded
+
+
+def _check_size(path: Path, raw: bytes) -> None:
+    """Refuse an image whose header claims more than ``MAX_IMAGE_PIXELS`` before anything decodes it (a
+    crafted or corrupt header would otherwise cost GBs per decoding thread, or an OpenCV traceback).
+    Pillow (already here through matplotlib) reads only the header."""
+    from PIL import Image, UnidentifiedImageError
+
+    claim = None
+    try:
+        with Image.open(io.BytesIO(raw)) as im:
+            width, height = im.size
+            if width * height > MAX_IMAGE_PIXELS:
+                claim = f"{width} x {height} pixels"
+    except Image.DecompressionBombError as e:  # Pillow's own, far larger limit
+        claim = f"too many pixels ({e})"
+    except (UnidentifiedImageError, OSError, ValueError):
+        return  # not a format Pillow knows, or a header it rejects: OpenCV's decode decides and names it
+    if claim is not None:
+        raise HarnessError(
+            f"{path}: the image header claims {claim}, more than {MAX_IMAGE_PIXELS:,}; not an LFW image, "
+            "or a corrupt one: restore it from the LFW archive."
+        )
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Decode an image file to uint8 HWC RGB, refusing corrupt or truncated files by name.
 
@@ -223,7 +250,11 @@ def read_rgb(path: Path) -> np.ndarray:
     if raw[:2] == b"\xff\xd8" and b"\xff\xd9" not in raw[-16:]:
         # OpenCV decodes a cut-off JPEG into a partly grey image with only a warning: refuse it here.
         raise HarnessError(f"{path}: truncated JPEG (no end-of-image marker); restore it from the LFW archive.")
-    img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) if raw else None
+    _check_size(path, raw)
+    try:
+        img = cv2.imdecode(np.frombuffer(raw, np.uint8), cv2.IMREAD_COLOR) if raw else None
+    except cv2.error as e:
+        raise HarnessError(f"{path}: OpenCV cannot decode this image ({str(e).strip()[:200]}).") from None
     if img is None:
         raise HarnessError(
             f"{path}: not a readable image (corrupt or not an image file); restore it from the LFW archive."
