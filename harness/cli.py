@@ -121,6 +121,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="DESCRIPTION",
         help="record this reference run (onnxruntime fp32) for its dataset and derive the gates",
     )
+    p.add_argument(
+        "--replace-baseline",
+        action="store_true",
+        help="with --save-baseline: replace the gates already recorded for this dataset and reference model",
+    )
     p = sub.add_parser("conformance", help="engine embeddings vs the FP32 reference on the probe set")
     _add_engine(p)
     _add_probe(p)
@@ -324,7 +329,7 @@ def cmd_engines(args) -> int:
 
 def cmd_accuracy(args) -> int:
     with Setup(args) as s, s.engine(args.precision) as engine:
-        result = s.gate.accuracy(engine, args.save_baseline)
+        result = s.gate.accuracy(engine, args.save_baseline, args.replace_baseline)
     return _finish(args, result)
 
 

@@ -132,9 +132,12 @@ class Gate:
         bar = accuracy_.progress_bar(f"embedding LFW ({engine.label})") if self.progress else None
         return accuracy_.cached_embed(engine, self.dataset, self.cache_dir, self.batch_size, bar)
 
-    def accuracy(self, engine: Engine, save_baseline: str | None = None) -> AccuracyResult:
+    def accuracy(
+        self, engine: Engine, save_baseline: str | None = None, replace_baseline: bool = False
+    ) -> AccuracyResult:
         """Full-LFW accuracy of ``engine``; when it is not the reference, its delta and flipped decisions
-        against the reference measured on the same data."""
+        against the reference measured on the same data. ``save_baseline`` records the reference's gates
+        for this dataset and reference model (``replace_baseline`` to replace existing ones)."""
         emb, timing = self.embeddings(engine)
         evaluation = accuracy_.evaluate(emb, self.dataset)
         summary = evaluation.summary()
@@ -163,9 +166,10 @@ class Gate:
                     "model_sha256": engine.model.sha256,
                     "environment": environment.fingerprint(),
                 },
+                replace=replace_baseline,
             )
             self.log(f"saved the reference and its gates to {path}")
-        gate = self.store.accuracy_gate(self.dataset.digest, engine.precision)
+        gate = self.store.accuracy_gate(self.dataset.digest, engine.precision, self.reference.sha256)
         verdict, checks = judge_accuracy(summary, gate, reference, max_delta)
         return AccuracyResult(
             engine.describe(),

@@ -84,3 +84,33 @@ def test_a_baselines_file_of_the_wrong_shape_is_a_clear_error(tmp_path):
     (tmp_path / "perf.json").write_text(json.dumps({"entries": {"not": "a list"}}))
     with pytest.raises(HarnessError, match=r"perf.json: not a performance baselines file"):
         store.perf_baseline({"backend": "x"}, "compute-b8")
+
+
+def test_accuracy_gates_are_kept_per_dataset_and_reference_model(tmp_path):
+    """Saving gates for another reference model (a weak ONNX) never replaces this one's (it did: 0.98467
+    became 0.898); saving again for the same reference needs replace; an entry of the older dataset-only
+    form counts for the model it was recorded with, and for no other."""
+    import pytest
+
+    from harness.core.errors import HarnessError
+
+    store = BaselineStore(tmp_path)
+    keys = ("accuracy_mean", "accuracy_std", "auc", "val", "val_std", "far", "eer", "threshold")
+
+    def summary(acc):
+        return {**dict.fromkeys(keys, 0.5), "accuracy_mean": acc, "auc": 0.998}
+
+    store.save_reference("d", "pinned", summary(0.98467), {"model_sha256": "pinned"})
+    store.save_reference("d", "weak", summary(0.898), {"model_sha256": "weak"})
+    assert store.accuracy_gate("d", "fp32", "pinned")["accuracy_min"] > 0.97
+    assert store.accuracy_gate("d", "fp32", "weak")["accuracy_min"] < 0.9
+    with pytest.raises(HarnessError, match="already has accuracy gates.*--replace-baseline"):
+        store.save_reference("d", "again", summary(0.5), {"model_sha256": "pinned"})
+    store.save_reference("d", "again", summary(0.97), {"model_sha256": "pinned"}, replace=True)
+    assert store.accuracy_gate("d", "fp32", "pinned")["accuracy_min"] < 0.97
+    old = tmp_path / "old"
+    old.mkdir()
+    entry = json.loads((tmp_path / "accuracy.json").read_text())["datasets"]["d/pinned"]
+    (old / "accuracy.json").write_text(json.dumps({"datasets": {"d": entry}}))  # the older form
+    assert BaselineStore(old).accuracy_gate("d", "fp32", "pinned") is not None
+    assert BaselineStore(old).accuracy_gate("d", "fp32", "weak") is None

@@ -82,6 +82,23 @@ def _reference_entry(description: str, summary: dict, provenance: dict) -> dict:
     }
 
 
+def _accuracy_key(digest: str, model_sha256: str | None) -> str:
+    return f"{digest}/{model_sha256}" if model_sha256 else digest
+
+
+def _accuracy_entry(datasets: dict, digest: str, model_sha256: str | None) -> dict | None:
+    """The entry keyed by dataset and reference model; else an entry keyed by the dataset alone (the older
+    form) when it was recorded for this same model."""
+    if model_sha256 is None:  # the dataset's entry, whichever reference it was recorded for
+        return datasets.get(digest) or next((e for k, e in datasets.items() if k.startswith(f"{digest}/")), None)
+    entry = datasets.get(_accuracy_key(digest, model_sha256))
+    if entry is None:
+        plain = datasets.get(digest)
+        if plain is not None and plain.get("provenance", {}).get("model_sha256") in (None, model_sha256):
+            entry = plain
+    return entry
+
+
 class BaselineStore:
     """The layered baselines (user folder over shipped files) and the one place writes go."""
 
@@ -130,20 +147,35 @@ class BaselineStore:
             merged.update(datasets)
         return {"datasets": merged}
 
-    def accuracy_entry(self, digest: str) -> dict | None:
-        return self.accuracy_doc()["datasets"].get(digest)
+    def accuracy_entry(self, digest: str, model_sha256: str | None = None) -> dict | None:
+        """The entry of this dataset *and* reference model (``model_sha256``; None: the dataset's only)."""
+        return _accuracy_entry(self.accuracy_doc()["datasets"], digest, model_sha256)
 
-    def accuracy_gate(self, digest: str, precision: str) -> dict | None:
-        """The gate (``accuracy_min``, ``auc_min``) for this dataset and precision, or None."""
-        entry = self.accuracy_entry(digest)
+    def accuracy_gate(self, digest: str, precision: str, model_sha256: str | None = None) -> dict | None:
+        """The gate (``accuracy_min``, ``auc_min``) for this dataset, reference model and precision, or None."""
+        entry = self.accuracy_entry(digest, model_sha256)
         return entry["gates"].get(precision) if entry else None
 
-    def save_reference(self, digest: str, description: str, summary: dict, provenance: dict) -> Path:
-        """Record an FP32 reference run for a dataset and derive its gates (margins above)."""
+    def save_reference(
+        self, digest: str, description: str, summary: dict, provenance: dict, replace: bool = False
+    ) -> Path:
+        """Record an FP32 reference run for a dataset and derive its gates (margins above). Keyed by the
+        dataset and the reference model (``provenance["model_sha256"]``): saving for another reference never
+        touches this one's gates, and replacing an existing entry needs ``replace``."""
+        model_sha = provenance.get("model_sha256")
         path = self.writable() / ACCURACY_FILE
         with cache.locked(path):  # read, change and replace under one lock: a parallel save is never lost
+            if not replace and _accuracy_entry(self.accuracy_doc()["datasets"], digest, model_sha) is not None:
+                raise HarnessError(
+                    f"dataset {digest[:16]} already has accuracy gates for reference model "
+                    f"{str(model_sha)[:16]} (in {' or '.join(str(b / ACCURACY_FILE) for b in self.layers)}); "
+                    "pass --replace-baseline to replace them."
+                )
             doc = _read_json(path, "accuracy baselines", {"datasets": {}})
-            doc.setdefault("datasets", {})[digest] = _reference_entry(description, summary, provenance)
+            datasets = doc.setdefault("datasets", {})
+            if _accuracy_entry({digest: datasets[digest]} if digest in datasets else {}, digest, model_sha):
+                del datasets[digest]  # an entry of the older, dataset-only form for this same reference
+            datasets[_accuracy_key(digest, model_sha)] = _reference_entry(description, summary, provenance)
             cache.atomic_write_text(path, json.dumps(doc, indent=2, sort_keys=True) + "\n")
         return path
 
