@@ -62,13 +62,17 @@ def test_a_golden_record_always_names_its_own_array(tmp_path, monkeypatch):
     for value in (1.0, 2.0):
         meta = {"engine": {}, "preprocessing": {"p": 1}, "model_sha256": "m"}
         store.save_golden(ds, [0, 1], np.full((2, 512), value, np.float32), meta)
-    record = json.loads((tmp_path / "golden" / f"probe-{'d' * 16}.json").read_text())
-    arrays = list((tmp_path / "golden").glob("*.npy"))
+    record = json.loads((tmp_path / "golden" / f"probe-{'d' * 16}-m{'m'}.json").read_text())
+    arrays = list((tmp_path / "golden").glob(f"probe-{'d' * 16}-m{'m'}.*.npy"))
     assert [a.name for a in arrays] == [record["embeddings_file"]]
     assert cache.sha256_file(arrays[0]) == record["embeddings_sha256"]
     assert np.load(arrays[0])[0, 0] == 2.0
     emb, why = store.golden(ds, [0, 1], {"p": 1}, "m")  # read back through the record's own array
     assert emb is not None and emb[0, 0] == 2.0, why
+    meta = {"engine": {}, "preprocessing": {"p": 1}, "model_sha256": "other"}  # another reference model
+    store.save_golden(ds, [0, 1], np.full((2, 512), 9.0, np.float32), meta)
+    assert store.golden(ds, [0, 1], {"p": 1}, "m")[0][0, 0] == 2.0  # this one's set is untouched
+    assert store.golden(ds, [0, 1], {"p": 1}, "other")[0][0, 0] == 9.0
 
 
 def test_a_baselines_file_of_the_wrong_shape_is_a_clear_error(tmp_path):

@@ -213,12 +213,12 @@ class BaselineStore:
 
         import numpy as np
 
-        record_path, plain = _golden_paths(self.writable(), dataset.digest)
+        record_path, plain = _golden_paths(self.writable(), dataset.digest, meta.get("model_sha256"))
         buf = io.BytesIO()
         np.save(buf, np.asarray(embeddings, np.float32))
         data = buf.getvalue()
         sha = cache.sha256_bytes(data)
-        array_path = plain.with_name(f"{plain.stem}-{sha[:16]}.npy")
+        array_path = plain.with_name(f"{plain.stem}.{sha[:16]}.npy")
         record = {
             **meta,
             "dataset_digest": dataset.digest,
@@ -231,7 +231,7 @@ class BaselineStore:
             with cache.atomic_path(array_path) as tmp:
                 tmp.write_bytes(data)
             cache.atomic_write_text(record_path, json.dumps(record, indent=2) + "\n")
-            for stale in record_path.parent.glob(f"{plain.stem}*.npy"):  # arrays no record names any more
+            for stale in record_path.parent.glob(f"{plain.stem}.*.npy"):  # arrays no record names any more
                 if stale != array_path:
                     stale.unlink(missing_ok=True)
         return record_path
@@ -399,8 +399,10 @@ def judge_accuracy(
     return Verdict.combine(c.verdict for c in checks), checks
 
 
-def _golden_paths(base: Path, digest: str) -> tuple[Path, Path]:
-    stem = base / GOLDEN_DIR / f"probe-{digest[:16]}"
+def _golden_paths(base: Path, digest: str, model_sha256: str | None = None) -> tuple[Path, Path]:
+    """The record and (older form) array of a probe set: per dataset and reference model; without a
+    model, the older dataset-only name (the committed set), which names its model inside."""
+    stem = base / GOLDEN_DIR / (f"probe-{digest[:16]}" + (f"-m{model_sha256[:16]}" if model_sha256 else ""))
     return stem.with_suffix(".json"), stem.with_suffix(".npy")
 
 
@@ -418,7 +420,9 @@ def probe_fingerprint(dataset, indices) -> dict:
 def _load_golden(base: Path, dataset, indices, preprocessing: dict, model_sha256: str):
     import numpy as np
 
-    record_path, array_path = _golden_paths(base, dataset.digest)
+    record_path, array_path = _golden_paths(base, dataset.digest, model_sha256)
+    if not record_path.is_file():  # the older dataset-only form
+        record_path, array_path = _golden_paths(base, dataset.digest)
     if not record_path.is_file():
         return None, f"no golden probe set for dataset digest {dataset.digest[:16]} in {base / GOLDEN_DIR}"
     record = _read_json(record_path, "golden probe record")
