@@ -119,6 +119,25 @@ def test_unreadable_image_is_named_when_the_cache_is_built(tmp_path):
     assert not list((tmp_path / "cache" / "crops").glob("*.npy"))
 
 
+def test_a_full_disk_is_a_clear_error_and_leaves_no_temp_file(tmp_path, monkeypatch):
+    """The crop cache is a memory-mapped file: its blocks are allocated before the first write, so a full
+    disk is an error naming the folder and the size needed (not SIGBUS), and the temp file goes."""
+    import errno
+    import os
+
+    images, pairs = make_prealigned(tmp_path)
+    ds = Dataset(images, pairs)
+    ds.use_crop_cache(tmp_path / "cache")
+
+    def full(fd, offset, length):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "posix_fallocate", full)
+    with pytest.raises(data.HarnessError, match=r"crops: no room for the crop cache \(\d+ MiB needed: No space left"):
+        ds.crops()
+    assert not [p for p in (tmp_path / "cache" / "crops").iterdir() if not p.name.endswith(".lock")]
+
+
 def test_the_gate_serves_lfw_from_the_crop_cache(facenet_gate, facenet_lfw):
     assert facenet_gate.dataset._crop_cache is not None
     idx = np.linspace(0, len(facenet_lfw.keys) - 1, 16).astype(int)

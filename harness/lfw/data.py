@@ -237,6 +237,23 @@ def _check_size(path: Path, raw: bytes) -> None:
         )
 
 
+def reserve(path: Path, what: str) -> None:
+    """Allocate every block of ``path`` (a memory-mapped file) now: on a full disk that is a clear error
+    naming the folder and the size needed, where writing through the mapping would kill the process with
+    SIGBUS. The caller's temporary file is removed by its ``atomic_path``."""
+    size = path.stat().st_size
+    fd = os.open(path, os.O_RDWR)
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as e:
+        raise HarnessError(
+            f"{path.parent}: no room for {what} ({size / 2**20:.0f} MiB needed: {e.strerror or e}); free space "
+            "there or point FACENET_HARNESS_CACHE (or --cache) at another folder."
+        ) from None
+    finally:
+        os.close(fd)
+
+
 def read_rgb(path: Path) -> np.ndarray:
     """Decode an image file to uint8 HWC RGB, refusing corrupt or truncated files by name.
 
@@ -415,9 +432,11 @@ class Dataset:
 
     def _write_crops(self, tmp: Path) -> dict:
         start = time.perf_counter()
-        self._fill(
-            np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=(len(self.keys), 3, IMAGE_SIZE, IMAGE_SIZE))
+        out = np.lib.format.open_memmap(
+            tmp, mode="w+", dtype=np.uint8, shape=(len(self.keys), 3, IMAGE_SIZE, IMAGE_SIZE)
         )
+        reserve(tmp, "the crop cache")  # a sparse file on a full disk would end in SIGBUS mid-write
+        self._fill(out)
         return {"seconds": round(time.perf_counter() - start, 3)}  # the memmap is closed: the file is whole
 
     def _fill(self, out: np.memmap) -> None:
