@@ -112,3 +112,12 @@ def test_a_valid_entry_is_used_without_the_lock_and_an_unwritable_cache_is_a_cle
     blocked.write_text("a file where the cache folder should be")
     with pytest.raises(HarnessError, match="the cache folder is not writable.*FACENET_HARNESS_CACHE"):
         cache.get_or_build(blocked / "a.bin", lambda tmp: tmp.write_bytes(b"x") and None)
+
+
+def test_a_killed_builds_temp_file_is_removed_by_the_next_build(tmp_path):
+    art = tmp_path / "c" / "a.bin"
+    art.parent.mkdir()
+    stale = art.parent / ".a.bin.k1ll3d.tmp"  # what atomic_path leaves when its process is killed -9
+    stale.write_bytes(b"half an artifact")
+    cache.get_or_build(art, lambda tmp: tmp.write_bytes(b"x") and None)
+    assert not stale.exists() and art.read_bytes() == b"x"

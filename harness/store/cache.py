@@ -126,6 +126,9 @@ def get_or_build(path: Path, build: Callable[[Path], dict | None], match: dict |
         found = hit()
         if found is not None:
             return found, True
+        # every writer of this artifact holds this lock while it writes: a temp file here is a killed run's
+        for stale in path.parent.glob(f".{path.name}.*.tmp"):
+            stale.unlink(missing_ok=True)
         with atomic_path(path) as tmp:
             extra = build(tmp) or {}
         record = {**(match or {}), **extra, "sha256": sha256_file(path)}
