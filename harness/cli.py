@@ -16,7 +16,7 @@ import numpy as np
 
 from harness import engines, model, report
 from harness.checks import accuracy, diagnose, throughput
-from harness.core.errors import HarnessError
+from harness.core.errors import EngineFault, HarnessError
 from harness.core.verdicts import Verdict
 from harness.gate import Gate
 from harness.lfw import data
@@ -454,7 +454,7 @@ def cmd_gate(args) -> int:
                 )
                 report.write_progress(stopped, out)
             raise
-    curves = [(f"{r.backend} {r.precision}", r.accuracy.evaluation) for r in gate.rows]
+    curves = [(f"{r.backend} {r.precision}", r.accuracy.evaluation) for r in gate.rows if r.accuracy is not None]
     paths = report.write_gate(gate, Path(args.out), curves, s.dataset)
     if args.json:
         report.write_json(args.json, gate)
@@ -559,6 +559,9 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return COMMANDS[args.command](args)
+    except EngineFault as e:  # the engine under test misbehaved: its FAIL, not a user error
+        _err(f"facenet-harness: FAIL: {e}")
+        return EXIT_FAIL
     except HarnessError as e:
         _err(f"facenet-harness: error: {e}")
         return EXIT_USAGE

@@ -28,7 +28,7 @@ from harness.checks import (
     throughput,  # noqa: F401 (metrics: annotations)
 )
 from harness.checks import diagnose as diagnose_
-from harness.core.errors import HarnessError
+from harness.core.errors import EngineFault, HarnessError
 from harness.core.results import (
     AccuracyResult,
     Breakdown,
@@ -463,12 +463,22 @@ class Gate:
         if progress:
             progress(self.report(rows, complete=False, status=f"in progress: 0{total} rows done"))
         for engine in engines:
-            self.log(f"gate: {engine.label}: accuracy")
-            acc = self.accuracy(engine)
-            self.log(f"gate: {engine.label}: conformance")
-            conf = self.conformance(engine)
-            perf = self.perf(engine, perf_cases, perf_settings) if perf_cases else None
-            rows.append(GateRow(engine.name, engine.precision, row_verdict(acc, conf, perf), acc, conf, perf))
+            acc = conf = perf = None
+            stage = "accuracy"
+            try:
+                self.log(f"gate: {engine.label}: accuracy")
+                acc = self.accuracy(engine)
+                stage = "conformance"
+                self.log(f"gate: {engine.label}: conformance")
+                conf = self.conformance(engine)
+                stage = "perf"
+                perf = self.perf(engine, perf_cases, perf_settings) if perf_cases else None
+            except EngineFault as e:  # the engine misbehaved: a FAIL of its row; the gate goes on to the next
+                self.log(f"gate: {engine.label}: FAIL during {stage}: {e}")
+                fault = f"during {stage}: {e}"
+                rows.append(GateRow(engine.name, engine.precision, Verdict.FAIL, acc, conf, perf, fault=fault))
+            else:
+                rows.append(GateRow(engine.name, engine.precision, row_verdict(acc, conf, perf), acc, conf, perf))
             if progress:
                 progress(self.report(rows, complete=False, status=f"in progress: {len(rows)}{total} rows done"))
         return self.report(rows)
@@ -482,7 +492,7 @@ class Gate:
         return GateReport(
             verdict,
             environment.fingerprint(),
-            rows[0].accuracy.model if rows else ModelRef.of(self.reference),
+            next((r.accuracy.model for r in rows if r.accuracy is not None), ModelRef.of(self.reference)),
             ModelRef.of(self.reference),
             DatasetRef.of(self.dataset),
             list(rows),

@@ -230,13 +230,13 @@ def perf_text(r: PerfResult) -> str:
 
 def _row_markdown(row: GateRow) -> list[str]:
     a, c, p = row.accuracy, row.conformance, row.perf
+    lines = [f"## {row.backend} {row.precision}: {row.verdict}", ""]
+    if row.fault:
+        lines += [f"**Engine fault** {row.fault}", ""]
+    if a is None:
+        return lines
     m = a.metrics
-    lines = [
-        f"## {row.backend} {row.precision}: {row.verdict}",
-        "",
-        "| check | value | threshold | verdict |",
-        "| --- | --- | --- | --- |",
-    ]
+    lines += ["| check | value | threshold | verdict |", "| --- | --- | --- | --- |"]
     for chk in a.checks:
         lines.append(f"| {chk.metric} | {chk.value:.5f} | {chk.bound_text()} | {chk.verdict} |")
     if a.verdict is Verdict.NO_BASELINE:
@@ -362,7 +362,11 @@ def gate_junit(gate: GateReport) -> str:
     counts = {"tests": 0, "failures": 0, "skipped": 0}
     for row in gate.rows:
         cls = f"{row.backend}.{row.precision}"
-        items = [("accuracy", row.accuracy.verdict, "; ".join(map(str, row.accuracy.checks)) or "no baseline")]
+        items = []
+        if row.fault:
+            items.append(("engine", Verdict.FAIL, f"engine fault {row.fault}"))
+        if row.accuracy is not None:
+            items.append(("accuracy", row.accuracy.verdict, "; ".join(map(str, row.accuracy.checks)) or "no baseline"))
         if row.conformance is not None:
             items.append(("conformance", row.conformance.verdict, "; ".join(row.conformance.failures) or "ok"))
         for r in row.perf.rows if row.perf is not None else []:
@@ -517,7 +521,7 @@ def write_gate(gate: GateReport, out: Path, curves: list[tuple[str, Evaluation]]
     out = Path(out)
     gate.roc_png = str(roc_png(out / "roc.png", curves))
     for row in gate.rows:
-        if dataset is not None and row.accuracy.flipped_pairs:
+        if dataset is not None and row.accuracy is not None and row.accuracy.flipped_pairs:
             row.accuracy.flipped_png = str(
                 flipped_png(out / f"flipped-{row.backend}-{row.precision}.png", row.accuracy.flipped_pairs, dataset)
             )

@@ -80,6 +80,9 @@ def test_the_embeddings_key_has_everything_that_changes_the_embeddings(monkeypat
 
     ds = types.SimpleNamespace(digest="d")
     base = accuracy.embeddings_key(engine(threads=2), ds)
+    assert accuracy.embeddings_key(types.SimpleNamespace(**vars(engine(threads=2))), ds) == base
+    other_class = type("Subclass", (types.SimpleNamespace,), {})(**vars(engine(threads=2)))
+    assert accuracy.embeddings_key(other_class, ds) != base  # same description, another implementation
     assert accuracy.embeddings_key(engine(threads=2), ds) == base
     assert accuracy.embeddings_key(engine(threads=2, int8_format="qop"), ds) != base
     monkeypatch.setattr(cv2, "__version__", "0.0.1")

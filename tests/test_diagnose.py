@@ -250,7 +250,15 @@ def test_gate_markdown_shows_the_first_divergence(facenet_gate, facenet_engines,
     )
     md = "\n".join(
         report._row_markdown(
-            NS(backend="onnxruntime", precision="fp32", verdict=Verdict.FAIL, accuracy=acc, conformance=conf, perf=None)
+            NS(
+                backend="onnxruntime",
+                precision="fp32",
+                verdict=Verdict.FAIL,
+                accuracy=acc,
+                conformance=conf,
+                perf=None,
+                fault=None,
+            )
         )
     )
     assert f"**First divergence**: DIVERGED: {target} (Conv) is the first layer" in md

@@ -77,6 +77,7 @@ def test_junit_marks_failures_with_the_deciding_threshold():
     acc_check = Check.at_least("accuracy_mean", 0.97, 0.98)
     fps_check = Check.at_least("fps", 9000.0, 13560.6, why="0.631x of 14274.3, -5% allowed")
     row = NS(
+        fault=None,
         backend="ixrt",
         precision="int8",
         verdict=Verdict.FAIL,
@@ -144,7 +145,15 @@ def test_failed_and_inconclusive_parts_are_counted_and_shown():
     )
     assert row_verdict(acc, conf, perf) is Verdict.FAIL  # a failed conformance fails the row
     assert row_verdict(acc, None, perf) is Verdict.PASS  # an inconclusive perf row does not fail the gate
-    row = NS(backend="onnxruntime", precision="int8", verdict=Verdict.FAIL, accuracy=acc, conformance=conf, perf=perf)
+    row = NS(
+        backend="onnxruntime",
+        precision="int8",
+        verdict=Verdict.FAIL,
+        accuracy=acc,
+        conformance=conf,
+        perf=perf,
+        fault=None,
+    )
     md = "\n".join(report._row_markdown(row))
     assert "| min / mean cosine | 0.900000 / 0.990000 | >= 0.999 / 0.9999 | FAIL |" in md
     assert "| compute-b64 | 80.0 | 4.0% | none | - | - | INCONCLUSIVE | unstable measurement: load |" in md

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from harness.core.errors import HarnessError
+from harness.core.errors import EngineFault
 from harness.core.results import FlippedPair
 from harness.engines import Engine
 from harness.lfw import data, metrics
@@ -40,14 +40,14 @@ def embed(
         emb = engine.run(batch)
         in_engine += time.perf_counter() - t0
         if emb.shape != (len(batch_indices), 512):
-            raise HarnessError(
+            raise EngineFault(
                 f"{engine.model.path}: output shape {emb.shape}, expected ({len(batch_indices)}, 512); "
                 "is this a FaceNet embedding model?"
             )
         bad = ~np.isfinite(emb).all(axis=1)
         if bad.any():
             names = [dataset.keys[i] for i, b in zip(batch_indices, bad, strict=True) if b][:5]
-            raise HarnessError(
+            raise EngineFault(
                 f"{engine.model.path}: {engine.name} {engine.precision} produced NaN/Inf embeddings "
                 f"for {int(bad.sum())} images, e.g. {', '.join(names)}; the engine is broken."
             )
@@ -63,7 +63,8 @@ def embed(
 def embeddings_key(engine: Engine, dataset: Dataset) -> str:
     """Everything that changes an engine's embeddings of the dataset: the model, the images and their
     preprocessing (OpenCV decodes and resizes them), what the engine says of itself, every resolved
-    setting (also those a plug-in's ``describe()`` forgets) and, for CPU engines, the CPU's ISA identity
+    setting (also those a plug-in's ``describe()`` forgets), the engine's class (a subclass that describes
+    itself like its parent still computes its own) and, for CPU engines, the CPU's ISA identity
     (INT8 and bf16 kernels differ between CPUs that share a marketing name)."""
     import cv2
 
@@ -74,6 +75,7 @@ def embeddings_key(engine: Engine, dataset: Dataset) -> str:
         preprocessing=data.PREPROCESSING,
         opencv=cv2.__version__,
         engine=engine.describe(),
+        implementation=f"{type(engine).__module__}.{type(engine).__qualname__}",  # a subclass computes its own
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in sorted(engine.settings.items())},
         cpu=None if cpu is None else {k: cpu.get(k) for k in ("vendor", "family", "model", "stepping", "isa")},
     )

@@ -6,3 +6,8 @@ class HarnessError(Exception):
 
     The CLI prints it without a traceback and exits with status 2.
     """
+
+
+class EngineFault(HarnessError):
+    """The engine under test misbehaved: it raised, returned NaN/Inf, or a wrong shape. Not a user error:
+    a FAIL of that engine (the gate's row says what it did; the CLI exits 1, not 2)."""

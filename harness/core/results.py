@@ -555,9 +555,10 @@ class GateRow(Result):
     backend: str
     precision: str
     verdict: Verdict
-    accuracy: AccuracyResult
+    accuracy: AccuracyResult | None  # None: the engine failed before its accuracy was measured (``fault``)
     conformance: ConformanceResult | None
     perf: PerfResult | None
+    fault: str | None = None  # what the engine did and when (a FAIL), when it failed mid-row
 
 
 @dataclasses.dataclass(eq=False)

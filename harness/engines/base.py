@@ -30,7 +30,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from harness.core.errors import HarnessError
+from harness.core.errors import EngineFault, HarnessError
 from harness.model import ModelInfo
 
 
@@ -205,18 +205,29 @@ class Engine(abc.ABC):
         n = len(batch)
         static = self.model.batch
         if static is None:
-            out = np.asarray(self._run(np.ascontiguousarray(batch, np.float32)), np.float32)
+            out = np.asarray(self._call(np.ascontiguousarray(batch, np.float32)), np.float32)
         else:
             chunks = []
             for start in range(0, n, static):
                 chunk = batch[start : start + static]
                 padded = np.zeros((static,) + chunk.shape[1:], np.float32)
                 padded[: len(chunk)] = chunk
-                chunks.append(np.asarray(self._run(padded), np.float32)[: len(chunk)])
+                chunks.append(np.asarray(self._call(padded), np.float32)[: len(chunk)])
             out = np.concatenate(chunks) if chunks else np.zeros((0, 512), np.float32)
         if not self.model.normalized:
             out = out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
         return out
+
+    def _call(self, batch: np.ndarray) -> np.ndarray:
+        """``_run``, with anything the engine raises turned into an ``EngineFault`` that says so."""
+        try:
+            return self._run(batch)
+        except EngineFault:
+            raise
+        except HarnessError as e:
+            raise EngineFault(f"{self.label}: {e}") from e
+        except Exception as e:  # noqa: BLE001 - the engine under test is expected to misbehave
+            raise EngineFault(f"{self.label}: the engine raised {type(e).__name__}: {e}") from e
 
     def __enter__(self):
         return self
