@@ -338,7 +338,7 @@ def gate_markdown(gate: GateReport) -> str:
     lines = [
         f"# FaceNet gate: {gate.verdict}" + ("" if gate.complete else " (INCOMPLETE)"),
         "",
-        *([] if gate.complete else [f"**This run is not complete: {gate.status}.**", ""]),
+        *([] if gate.complete else [f"**This run is not complete: {gate.status.rstrip('.')}.**", ""]),
         f"Environment: {env['cpu']} x{env['cpu_count']}, Python {env['python']}, onnxruntime {env['onnxruntime']}, "
         f"numpy {env['numpy']}, {env['platform']}  ",
         f"Model: `{gate.model.path}` (sha256 {gate.model.sha256[:16]})  ",
