@@ -8,6 +8,7 @@ exit status 0 PASS, 1 FAIL, 2 a user error, 3 no baseline, 4 inconclusive.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import sys
 from pathlib import Path
@@ -67,6 +68,28 @@ def _add_engine(p: argparse.ArgumentParser, precision: bool = True) -> None:
         default=[],
         metavar="NAME=VALUE",
         help="an option the engine declares (see 'facenet-harness engines'); repeatable",
+    )
+    p.add_argument(
+        "--isolation",
+        choices=engines.ISOLATIONS,
+        default="process",
+        help="where the engine under test runs: its own worker process (default; a crash or hang is its "
+        "FAIL) or this one ('none', for debugging)",
+    )
+    p.add_argument(
+        "--build-deadline",
+        type=float,
+        default=engines.Deadlines.build_s,
+        metavar="S",
+        help=f"seconds an isolated engine may take to build (default {engines.Deadlines.build_s:.0f})",
+    )
+    p.add_argument(
+        "--call-deadline",
+        type=float,
+        default=engines.Deadlines.call_s,
+        metavar="S",
+        help="floor of an isolated engine's per-call deadline, which is otherwise "
+        f"{engines.Deadlines.factor:.0f}x its slowest per-image time so far (default {engines.Deadlines.call_s:.0f})",
     )
     p.add_argument("--calib-size", type=int, help="INT8 calibration images, outside the protocol (engine option)")
     p.add_argument("--calib-seed", type=int, help="seed of the calibration image draw (engine option)")
@@ -280,10 +303,23 @@ class Setup:
         prepared = model.prepare(self.cache_dir, self.args.wheel, progress=_err)
         return model.inspect(prepared.dynamic)
 
-    def engine(self, precision: str, backend: str | None = None) -> engines.Engine:
-        return engines.create(
-            backend or self.args.backend, self.model, precision, self.gate.engine_context(), **self.options
+    def engine(self, precision: str, backend: str | None = None, isolation: str | None = None) -> engines.Engine:
+        """The engine under test, in its own worker process unless ``--isolation none``."""
+        return engines.launch(
+            backend or self.args.backend,
+            self.model,
+            precision,
+            self.gate.engine_context(),
+            self.options,
+            isolation=str(isolation or getattr(self.args, "isolation", "process")),
+            deadlines=self.deadlines(),
         )
+
+    def deadlines(self) -> engines.Deadlines:
+        d = engines.Deadlines()
+        build = getattr(self.args, "build_deadline", d.build_s)
+        call = getattr(self.args, "call_deadline", d.call_s)
+        return engines.Deadlines(build_s=build, call_s=call)
 
     def close(self):
         self.gate.close()
@@ -359,7 +395,7 @@ def cmd_soak(args) -> int:
     with Setup(args) as s:
         result = soak.soak(
             s.gate,
-            lambda: s.engine(args.precision),
+            lambda: s.engine(args.precision, isolation="none"),  # instances share one process, as they race in it
             workers=args.workers,
             seconds=args.minutes * 60,
             min_rotations=args.min_rotations,
@@ -436,14 +472,12 @@ def cmd_gate(args) -> int:
         report.write_progress(partial, out)
 
     with Setup(args) as s:
-
-        def one_at_a_time():  # each engine built when the gate reaches it and closed before the next
-            for prec in precisions:
-                with s.engine(prec) as engine:
-                    yield engine
-
+        s.deadlines()  # a bad deadline is a user error before the run
+        planned = [  # each engine built when the gate reaches it, closed before the next
+            engines.Planned(args.backend, prec, functools.partial(s.engine, prec)) for prec in precisions
+        ]
         try:
-            gate = s.gate.run(one_at_a_time(), cases, settings, progress=progress, planned=len(precisions))
+            gate = s.gate.run(planned, cases, settings, progress=progress, planned=len(precisions))
         except BaseException as e:  # the report on disk says this run stopped, and why, before it goes up
             if last:
                 done = last[0]

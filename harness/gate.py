@@ -45,7 +45,7 @@ from harness.core.results import (
     StageDelta,
 )
 from harness.core.verdicts import Verdict
-from harness.engines import Engine, EngineContext, create
+from harness.engines import Engine, EngineContext, Planned, create
 from harness.lfw import data
 from harness.lfw.data import Dataset
 from harness.model import ModelInfo
@@ -321,7 +321,10 @@ class Gate:
         ident, stk = throughput.identity(engine), throughput.stack(engine)
         measured = []
         for case in cases:
-            m = throughput.measure(engine, self.dataset, case, settings, timer=timer)
+            try:
+                m = throughput.measure(engine, self.dataset, case, settings, timer=timer)
+            except EngineFault as e:
+                raise EngineFault(f"{e} (perf case {case.name})") from e
             measured.append(m)
             self.log(
                 f"  {engine.label} {case.name}: {m.fps:.1f} images/s (cv {m.cv:.1%}"
@@ -448,24 +451,33 @@ class Gate:
 
     def run(
         self,
-        engines: Iterable[Engine],
+        engines: Iterable[Engine | Planned],
         perf_cases: Sequence[throughput.Case] = (),
         perf_settings: throughput.Settings | None = None,
         progress: Callable[[GateReport], None] | None = None,
         planned: int | None = None,
     ) -> GateReport:
-        """Accuracy, conformance and (given cases) perf of each engine, one report. ``engines`` may be a
-        generator that builds each engine on demand and closes it when the next is asked for.
+        """Accuracy, conformance and (given cases) perf of each engine, one report. ``engines`` holds
+        engines, or ``Planned`` ones that the gate builds when it reaches them and closes after their row
+        (a build that crashes, raises or hangs is then that row's FAIL, and the gate goes on).
         ``progress`` receives the report so far (``complete`` False) before the first row and after every
         row, so a report on disk always says how far this run got; ``planned`` is the number of rows."""
         rows: list[GateRow] = []
         total = f" of {planned}" if planned is not None else ""
         if progress:
             progress(self.report(rows, complete=False, status=f"in progress: 0{total} rows done"))
-        for engine in engines:
+        for item in engines:
             acc = conf = perf = None
-            stage = "accuracy"
+            stage = "build"
+            name, precision = item.name, item.precision
+            built: Engine | None = None
             try:
+                if isinstance(item, Planned):
+                    self.log(f"gate: {name} {precision}: build")
+                    built = item.build()
+                engine = item if built is None else built
+                assert isinstance(engine, Engine)
+                stage = "accuracy"
                 self.log(f"gate: {engine.label}: accuracy")
                 acc = self.accuracy(engine)
                 stage = "conformance"
@@ -474,11 +486,14 @@ class Gate:
                 stage = "perf"
                 perf = self.perf(engine, perf_cases, perf_settings) if perf_cases else None
             except EngineFault as e:  # the engine misbehaved: a FAIL of its row; the gate goes on to the next
-                self.log(f"gate: {engine.label}: FAIL during {stage}: {e}")
+                self.log(f"gate: {name} {precision}: FAIL during {stage}: {e}")
                 fault = f"during {stage}: {e}"
-                rows.append(GateRow(engine.name, engine.precision, Verdict.FAIL, acc, conf, perf, fault=fault))
+                rows.append(GateRow(name, precision, Verdict.FAIL, acc, conf, perf, fault=fault))
             else:
-                rows.append(GateRow(engine.name, engine.precision, row_verdict(acc, conf, perf), acc, conf, perf))
+                rows.append(GateRow(name, precision, row_verdict(acc, conf, perf), acc, conf, perf))
+            finally:
+                if built is not None:
+                    built.close()
             if progress:
                 progress(self.report(rows, complete=False, status=f"in progress: {len(rows)}{total} rows done"))
         return self.report(rows)

@@ -35,9 +35,15 @@ def embed(
     done = 0
     total = len(out) if indices is None else len(indices)
     start, in_engine = time.perf_counter(), 0.0
-    for batch_indices, batch in dataset.batches(batch_size, indices):
+    batches = -(-total // batch_size)
+    for number, (batch_indices, batch) in enumerate(dataset.batches(batch_size, indices), 1):
         t0 = time.perf_counter()
-        emb = engine.run(batch)
+        try:
+            emb = engine.run(batch)
+        except EngineFault as e:
+            raise EngineFault(
+                f"{e} (batch {number} of {batches}, {len(batch_indices)} images from {dataset.keys[batch_indices[0]]})"
+            ) from e
         in_engine += time.perf_counter() - t0
         if emb.shape != (len(batch_indices), 512):
             raise EngineFault(
@@ -75,7 +81,7 @@ def embeddings_key(engine: Engine, dataset: Dataset) -> str:
         preprocessing=data.PREPROCESSING,
         opencv=cv2.__version__,
         engine=engine.describe(),
-        implementation=f"{type(engine).__module__}.{type(engine).__qualname__}",  # a subclass computes its own
+        implementation=engine.implementation,  # a subclass computes its own; isolated or not, the same
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in sorted(engine.settings.items())},
         cpu=None if cpu is None else {k: cpu.get(k) for k in ("vendor", "family", "model", "stepping", "isa")},
     )

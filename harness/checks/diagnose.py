@@ -111,7 +111,11 @@ class OnnxRunner:
 
         exposed = expose_all(model)
         opts = ort.SessionOptions()
-        opts.graph_optimization_level = optimization or ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        opts.graph_optimization_level = (
+            ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+            if optimization is None
+            else ort.GraphOptimizationLevel(int(optimization))
+        )
         try:
             self.session = ort.InferenceSession(exposed.SerializeToString(), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # onnxruntime raises its own exception types
@@ -474,11 +478,10 @@ def _diagnosis(
 # --- an engine against the reference -------------------------------------------------------------------
 
 
-def engine_graph(engine) -> Path | None:
-    """The ONNX graph an engine executes as written (onnxruntime: its FP32, FP16 or INT8 model), else None."""
-    from harness.engines.onnxruntime import OnnxRuntimeEngine
-
-    return Path(engine.engine_path) if isinstance(engine, OnnxRuntimeEngine) else None
+def engine_graph(engine) -> tuple[Path, int] | None:
+    """The ONNX graph an engine executes as written (onnxruntime: its FP32, FP16 or INT8 model) and its
+    graph optimisation level, else None (``Engine.executed_graph``)."""
+    return engine.executed_graph()
 
 
 def diagnose(
@@ -492,11 +495,11 @@ def diagnose(
     """The first layer where ``engine`` departs from the FP32 reference ONNX on ``images`` (preprocessed
     NCHW), and every matched layer's error and contribution (see the module docstring)."""
     reference = onnx.load(str(reference_onnx))
-    graph = engine_graph(engine)
+    executed = engine_graph(engine)
     runner: Callable[[np.ndarray], dict[str, np.ndarray]]
-    if graph is not None:
+    if executed is not None:
+        graph, level = executed
         candidate = onnx.load(str(graph))
-        level = engine.session.get_session_options().graph_optimization_level
         runner, names = OnnxRunner(candidate, str(graph), level), None
     else:  # an SDK engine: its debug tensors, named after the ONNX it was built from
         graph = Path(engine.model.path)

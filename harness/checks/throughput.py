@@ -184,7 +184,7 @@ def rounds_for(step: Callable[[], Any], settings: Settings, canary: Canary | Non
     return max(settings.min_rounds, math.ceil(settings.min_duration_s / per_call))
 
 
-Timer = Callable[[Callable[[], Any], int, Callable[[], Any] | None], list[float]]
+Timer = Callable[[Callable[[], Any], int, Callable[[], Any] | None, Callable[[], float]], list[float]]
 
 
 def block_starts(rounds: int) -> list[int]:
@@ -223,7 +223,7 @@ def measure(
             run = timer if attempt == 1 and timer else _time_steps
             monitor = LoadMonitor()
             attempt_start = time.perf_counter()
-            latencies = np.asarray(run(recorded, rounds, setup if canary else None), float)
+            latencies = np.asarray(run(recorded, rounds, setup if canary else None, engine.clock), float)
             load = monitor.others_share()
             now = time.perf_counter()
             canary_arr = np.repeat(per_block, np.diff(starts + [len(latencies)])) if canary else None
@@ -250,14 +250,21 @@ def measure(
     return m
 
 
-def _time_steps(step: Callable[[], Any], rounds: int, setup: Callable[[], Any] | None = None) -> list[float]:
+def _time_steps(
+    step: Callable[[], Any],
+    rounds: int,
+    setup: Callable[[], Any] | None = None,
+    clock: Callable[[], float] = time.perf_counter,
+) -> list[float]:
+    """Seconds of each of ``rounds`` steps by ``clock`` (the engine's: an isolated engine's stops while
+    a call is in transit)."""
     out = []
     for _ in range(rounds):
         if setup:
             setup()
-        start = time.perf_counter()
+        start = clock()
         step()
-        out.append(time.perf_counter() - start)
+        out.append(clock() - start)
     return out
 
 
@@ -307,9 +314,11 @@ def pytest_benchmark_timer(benchmark) -> Timer:
     """A timer for ``measure`` that lets pytest-benchmark time the rounds (so --benchmark-compare and
     --benchmark-save see them; the canary runs in its untimed setup) and hands back its per-round data."""
 
-    def timer(step, rounds, setup=None):
+    def timer(step, rounds, setup=None, clock=time.perf_counter):
         if not getattr(benchmark, "enabled", True):  # --benchmark-disable, or xdist: time it ourselves
-            return _time_steps(step, rounds, setup)
+            return _time_steps(step, rounds, setup, clock)
+        if clock is not time.perf_counter:  # an isolated engine: pytest-benchmark times by its clock too
+            benchmark._timer = clock  # what --benchmark-timer sets (pytest-benchmark 5: BenchmarkFixture)
         benchmark.pedantic(step, setup=setup, rounds=rounds, iterations=1, warmup_rounds=0)
         return list(benchmark.stats.stats.data)
 

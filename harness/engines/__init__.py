@@ -15,9 +15,11 @@ from __future__ import annotations
 import dataclasses
 import importlib
 import importlib.metadata
+from collections.abc import Callable
 
 from harness.core.errors import HarnessError
 from harness.engines.base import Availability, Capability, Engine, EngineContext, EngineUnavailable, Option
+from harness.engines.isolation import ISOLATIONS, Deadlines, IsolatedEngine, isolated_class
 
 __all__ = [
     "Availability",
@@ -26,6 +28,12 @@ __all__ = [
     "EngineContext",
     "EngineUnavailable",
     "Option",
+    "Deadlines",
+    "IsolatedEngine",
+    "ISOLATIONS",
+    "Planned",
+    "launch",
+    "load_target",
     "ENTRY_POINT_GROUP",
     "EngineEntry",
     "CatalogueItem",
@@ -52,25 +60,27 @@ class EngineEntry:
     source: str  # "built-in" or "<distribution> <version>"
 
     def load(self) -> type[Engine]:
-        module, _, attr = self.target.partition(":")
-        try:
-            obj = importlib.import_module(module)
-            for part in attr.split("."):
-                obj = getattr(obj, part)
-        except Exception as e:  # a broken plug-in must not take the harness down
-            raise HarnessError(
-                f"engine {self.name!r} ({self.source}): cannot load {self.target} ({type(e).__name__}: {e})."
-            ) from None
-        if not (isinstance(obj, type) and issubclass(obj, Engine)):
-            raise HarnessError(
-                f"engine {self.name!r} ({self.source}): {self.target} is not a subclass of harness.engines.Engine."
-            )
+        obj = load_target(self.target, f"engine {self.name!r} ({self.source})")
         if getattr(obj, "name", None) != self.name:
             raise HarnessError(
                 f"engine {self.name!r} ({self.source}): {self.target}.name is "
                 f"{getattr(obj, 'name', None)!r}; it must equal the entry-point name."
             )
         return obj
+
+
+def load_target(target: str, what: str = "engine") -> type[Engine]:
+    """The Engine subclass ``module:Class`` names; HarnessError saying why when it cannot be loaded."""
+    module, _, attr = target.partition(":")
+    try:
+        obj = importlib.import_module(module)
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except Exception as e:  # a broken plug-in must not take the harness down
+        raise HarnessError(f"{what}: cannot load {target} ({type(e).__name__}: {e}).") from None
+    if not (isinstance(obj, type) and issubclass(obj, Engine)):
+        raise HarnessError(f"{what}: {target} is not a subclass of harness.engines.Engine.")
+    return obj
 
 
 def entries() -> dict[str, EngineEntry]:
@@ -161,9 +171,44 @@ def _availability(cls: type[Engine]) -> Availability:
 
 
 def create(name: str, model, precision: str, context: EngineContext | None = None, **options) -> Engine:
-    """The engine ``name`` for ``model`` at ``precision``; EngineUnavailable when it cannot run here."""
+    """The engine ``name`` for ``model`` at ``precision``, in this process; EngineUnavailable when it cannot
+    run here."""
     cls = engine_class(name)
     avail = _availability(cls)
     if not avail:
         raise EngineUnavailable(f"engine {name!r} is not available here: {avail.why}")
     return cls(model, precision, context, **options)
+
+
+def launch(
+    name: str,
+    model,
+    precision: str,
+    context: EngineContext | None = None,
+    options: dict | None = None,
+    isolation: str = "process",
+    deadlines: Deadlines | None = None,
+) -> Engine:
+    """The engine under test: built in its own worker process (``isolation="process"``, the default;
+    ``harness.engines.isolation``) or in this one (``"none"``, for debugging). Availability, the precision
+    and the options are checked here first, so a user error is one before any process starts."""
+    if isolation not in ISOLATIONS:
+        raise HarnessError(f"isolation {isolation!r}: choose one of {', '.join(ISOLATIONS)}.")
+    if isolation == "none":
+        return create(name, model, precision, context, **(options or {}))
+    entry = entries().get(name)
+    cls = engine_class(name)
+    assert entry is not None
+    avail = _availability(cls)
+    if not avail:
+        raise EngineUnavailable(f"engine {name!r} is not available here: {avail.why}")
+    return isolated_class(cls)(entry.target, model, precision, context, deadlines, **(options or {}))
+
+
+@dataclasses.dataclass(frozen=True)
+class Planned:
+    """An engine the gate builds when it reaches it (so a build that crashes or hangs is that row's FAIL)."""
+
+    name: str
+    precision: str
+    build: Callable[[], Engine]

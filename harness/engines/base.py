@@ -194,6 +194,22 @@ class Engine(abc.ABC):
     def label(self) -> str:
         return f"{self.name} {self.precision}"
 
+    @property
+    def implementation(self) -> str:
+        """The class that computes the outputs (``module.Class``): part of every cache key of them."""
+        return f"{type(self).__module__}.{type(self).__qualname__}"
+
+    def clock(self) -> float:
+        """Seconds, for timing this engine's calls (an isolated engine's clock stops while a call is in
+        transit, so throughput never counts the IPC)."""
+        return time.perf_counter()
+
+    def executed_graph(self) -> tuple[Path, int] | None:
+        """The ONNX file this engine executes as written, and the onnxruntime graph optimisation level
+        it runs it at, when it runs an ONNX graph itself (``harness.checks.diagnose`` then reruns that
+        graph with its intermediates exposed); None for an SDK that compiles its own."""
+        return None
+
     def run(self, batch: np.ndarray) -> np.ndarray:
         """Embeddings (N,512) float32 of a preprocessed (N,3,160,160) batch of any N.
 

@@ -100,6 +100,9 @@ class OnnxRuntimeEngine(Engine):
     def _run(self, batch):
         return self.session.run([self.model.output_name], {self.model.input_name: batch})[0]
 
+    def executed_graph(self):
+        return Path(self.engine_path), int(self.session.get_session_options().graph_optimization_level)
+
     def describe(self) -> dict:
         d = {
             "backend": self.name,

@@ -323,6 +323,13 @@ class Dataset:
         self._crop_cache: Path | None = None
         self._crops: np.ndarray | None = None
 
+    def __getstate__(self) -> dict:
+        """What an engine's worker process receives (INT8 calibration): everything but the memory-mapped
+        crops (it maps the same crop cache itself when it needs them); the digest travels once computed."""
+        state = dict(self.__dict__)
+        state["_crops"] = None
+        return state
+
     @property
     def form(self) -> str:
         return "raw+boxes" if self.boxes is not None else "pre-aligned"
