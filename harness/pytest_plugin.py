@@ -82,6 +82,23 @@ def pytest_addoption(parser):
     )
     g.addoption("--facenet-cache", help="artifact cache (default $FACENET_HARNESS_CACHE or ~/.cache/facenet-harness)")
     g.addoption(
+        "--facenet-isolation",
+        choices=("process", "none"),
+        default="process",
+        help="where the engine under test runs: its own worker process (default: a crash or hang fails "
+        "the test, not pytest) or pytest's ('none', for debugging)",
+    )
+    g.addoption(
+        "--facenet-call-deadline",
+        type=float,
+        help="floor of the isolated engine's per-call deadline in seconds (default 300)",
+    )
+    g.addoption(
+        "--facenet-build-deadline",
+        type=float,
+        help="seconds the isolated engine may take to build (default 3600)",
+    )
+    g.addoption(
         "--facenet-strict",
         action="store_true",
         default=None,
@@ -303,22 +320,40 @@ class FacenetSession:
             raise pytest.UsageError("--facenet-engine-option applies to one engine: give exactly one --facenet-backend")
         return opts
 
-    def engine(self, backend: str, precision: str, model_info=None, **options):
-        """The engine for (backend, precision, model), built once per session; skips when it cannot run here."""
+    def deadlines(self):
         from harness import engines
+
+        d, opt = engines.Deadlines(), self.config.getoption
+        return engines.Deadlines(
+            build_s=opt("facenet_build_deadline") or d.build_s, call_s=opt("facenet_call_deadline") or d.call_s
+        )
+
+    def engine(self, backend: str, precision: str, model_info=None, isolation: str = "none", **options):
+        """The engine for (backend, precision, model), built once per session; skips when it cannot run here.
+        ``isolation="process"``: in its own worker process (a build that crashes or hangs fails the test)."""
+        from harness import engines
+        from harness.core.errors import EngineFault
 
         info = model_info or self.model()
         opts = {**(self.engine_options(backend) if model_info is None else {}), **options}
-        key = (backend, precision, str(info.path), tuple(sorted(opts.items())))
+        key = (backend, precision, str(info.path), tuple(sorted(opts.items())), isolation)
         if key not in self._engines:
             try:
-                self._engines[key] = engines.create(backend, info, precision, self.gate().engine_context(), **opts)
+                self._engines[key] = engines.launch(
+                    backend, info, precision, self.gate().engine_context(), opts, isolation, self.deadlines()
+                )
             except engines.EngineUnavailable as e:
                 chosen = self._list("facenet_backend") or []
                 if backend in chosen:
                     self.unavailable(str(e))  # named explicitly: a failure under strict
                 pytest.skip(str(e))
+            except EngineFault as e:
+                pytest.fail(f"{backend} {precision}: the engine could not be built: {e}", pytrace=False)
         return self._engines[key]
+
+    def engine_under_test(self, backend: str, precision: str):
+        """The parametrised engine under test, isolated as ``--facenet-isolation`` says."""
+        return self.engine(backend, precision, isolation=self.config.getoption("facenet_isolation"))
 
     def close(self):
         for engine in self._engines.values():
@@ -373,7 +408,8 @@ def facenet_reference(request):
 
 @pytest.fixture(scope="session")
 def facenet_engines(request):
-    """``facenet_engines(backend, precision, model_info=None, **options)``: any engine, built once per session."""
+    """``facenet_engines(backend, precision, model_info=None, isolation="none", **options)``: any engine, built
+    once per session, in pytest's process unless ``isolation="process"``."""
     return _session(request).engine
 
 
@@ -382,4 +418,14 @@ def facenet_engine(request):
     """The engine under test for this parametrisation (see --facenet-backend / --facenet-precision)."""
     if not hasattr(request, "param"):
         raise pytest.UsageError("facenet_engine is parametrised by the plugin; do not override it")
-    return _session(request).engine(request.param.backend, request.param.precision)
+    return _session(request).engine_under_test(request.param.backend, request.param.precision)
+
+
+@pytest.fixture(autouse=True)
+def _facenet_fresh_worker(request):
+    """A test gets a working engine under test: one whose worker crashed or hung in an earlier test (that
+    test failed, saying so) is restarted in a fresh worker first."""
+    if "facenet_engine" in request.fixturenames:
+        engine = request.getfixturevalue("facenet_engine")
+        if getattr(engine, "failure", None):
+            engine.restart()

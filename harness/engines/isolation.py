@@ -126,14 +126,19 @@ class IsolatedEngine(Engine):
         self._conn = Connection(parent.detach())
         self._reader = threading.Thread(target=self._relay, name=f"{self.label} worker output", daemon=True)
         self._reader.start()
-        info = self._call_worker(
-            "build",
-            (self.target, self.model, self.precision, self.context, self.settings),
-            self.deadlines.build_s,
-            "build",
-        )
+        try:
+            info = self._call_worker(
+                "build",
+                (self.target, self.model, self.precision, self.context, self.settings),
+                self.deadlines.build_s,
+                "build",
+            )
+        except BaseException:
+            self.close()
+            raise
         self._describe = info["describe"]
         self._implementation = info["implementation"]
+        self.settings = info["settings"]
 
     def _relay(self) -> None:
         """The worker's stdout and stderr, passed on to ours (prefixed) and kept for fault reports."""
@@ -288,6 +293,13 @@ class IsolatedEngine(Engine):
 
     def device_fingerprint(self) -> dict:
         return self._call_worker("device_fingerprint", (), self.deadlines.call_s, "reading its device")
+
+    def restart(self) -> None:
+        """A fresh worker with a freshly built engine, after this one failed (its fault was reported)."""
+        self.close()
+        self.closed, self.failure, self._per_image_s, self.ipc_seconds = False, None, None, 0.0
+        self._tail.clear()
+        self._start()
 
     def close(self) -> None:
         if self.closed:

@@ -70,7 +70,7 @@ class Worker:
             return {
                 "describe": self.engine.describe(),
                 "implementation": self.engine.implementation,
-                "device_fingerprint": callable(getattr(self.engine, "device_fingerprint", None)),
+                "settings": dict(self.engine.settings),  # as the engine resolved them (defaults it derives)
             }, seconds
         if op == "map":
             path, size = args
