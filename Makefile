@@ -1,5 +1,6 @@
 # Two entry points for a fresh machine: `make gate` (the LFW accuracy gate on the CPU reference)
-# and `make test` (the whole test suite). Both create .venv and install everything first.
+# and `make test` (the whole test suite). Both create .venv and install everything first, the
+# OpenVINO engine plug-in (plugins/openvino, its own distribution) included.
 PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
@@ -21,7 +22,7 @@ install: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[export,test,passes,lint]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[export,test,passes,lint]' -e plugins/openvino
 	touch $@
 
 gate: install
@@ -32,7 +33,7 @@ test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The code's own checks: ruff (lint + format), mypy, and the import-linter layers contract (pyproject.toml)
-LINT_PATHS := harness tests benchmarks tools conftest.py
+LINT_PATHS := harness tests benchmarks tools conftest.py plugins
 lint: install
 	$(BIN)/ruff check $(LINT_PATHS)
 	$(BIN)/ruff format --check $(LINT_PATHS)

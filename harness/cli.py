@@ -358,6 +358,8 @@ def cmd_engines(args) -> int:
             f"{it.name:14s} {','.join(it.precisions) or '-':16s} {'yes' if it.available else 'no':9s}  "
             f"{it.source}{'' if it.available else ': ' + it.why}"
         )
+        for precision, why in it.unavailable_precisions:
+            print(f"{'':14s}   {precision} not here: {why}")
         for opt in it.options:
             print(f"{'':14s}   option {opt.name}={opt.default!r}: {opt.help}")
     return EXIT_PASS

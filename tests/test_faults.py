@@ -2,8 +2,9 @@
 
 Deliberately broken engines (the engine under test is expected to misbehave): one returning NaN for one
 image, one raising a device error on its third batch, one returning the wrong shape. What the engine
-did becomes the row's ``fault``; the healthy engine after them is still judged. (A crash, a hang or an
-``exit`` of the engine's process needs the engine in a process of its own: not yet, see the README.)
+did becomes the row's ``fault``; the healthy engine after them is still judged. These run in-process
+(the gate takes engines as given); crashes, hangs and exits of an engine in its own worker process are
+``tests/test_isolation.py``'s.
 """
 
 import numpy as np

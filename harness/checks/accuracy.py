@@ -81,7 +81,9 @@ def embeddings_key(engine: Engine, dataset: Dataset) -> str:
         preprocessing=data.PREPROCESSING,
         opencv=cv2.__version__,
         engine=engine.describe(),
-        implementation=engine.implementation,  # a subclass computes its own; isolated or not, the same
+        # a subclass computes its own; isolated or not, the same class (Engine.implementation)
+        implementation=getattr(engine, "implementation", None)
+        or f"{type(engine).__module__}.{type(engine).__qualname__}",
         settings={k: list(v) if isinstance(v, tuple) else v for k, v in sorted(engine.settings.items())},
         cpu=None if cpu is None else {k: cpu.get(k) for k in ("vendor", "family", "model", "stepping", "isa")},
     )

@@ -123,6 +123,7 @@ class CatalogueItem:
     source: str
     options: tuple[Option, ...] = ()
     capabilities: Capability = Capability.NONE
+    unavailable_precisions: tuple[tuple[str, str], ...] = ()  # (precision, why) this machine cannot run
 
 
 def catalogue() -> list[CatalogueItem]:
@@ -144,9 +145,24 @@ def catalogue() -> list[CatalogueItem]:
                 entry.source,
                 tuple(cls.options),
                 cls.capabilities,
+                _unavailable_precisions(cls) if avail.ok else (),
             )
         )
     return out
+
+
+def _unavailable_precisions(cls: type[Engine]) -> tuple[tuple[str, str], ...]:
+    """The precisions of an available engine that this machine cannot run with its default options, and why."""
+    out = []
+    defaults = cls.resolve_options({})
+    for precision in cls.precisions:
+        try:
+            avail = cls.precision_availability(precision, defaults)
+        except Exception as e:  # a plug-in's check must not take the listing down
+            avail = Availability(False, f"its precision check raised {type(e).__name__}: {e}")
+        if not avail:
+            out.append((precision, avail.why))
+    return tuple(out)
 
 
 def parse_options(items, flag: str) -> dict[str, str]:

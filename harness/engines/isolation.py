@@ -94,7 +94,8 @@ class IsolatedEngine(Engine):
         super().__init__(model, precision, context, **options)  # checks the precision and the options here
         self.target = target
         self.deadlines = deadlines or Deadlines()
-        self.ipc_seconds = 0.0
+        self.ipc_seconds = 0.0  # wall time of calls in transit (not in the engine): the clock leaves it out
+        self.calls = 0
         self.failure: str | None = None
         self._per_image_s: float | None = None
         self._lock = threading.Lock()
@@ -204,6 +205,7 @@ class IsolatedEngine(Engine):
                 raise self._fail(f"the engine's worker process {_describe_exit(rc)} during {when}{self._last_output()}")
             status, value, info = reply
             self.ipc_seconds += max(wall - info.get("seconds", 0.0), 0.0)
+            self.calls += 1
             if info.get("timings") is not None:
                 self.timings = info["timings"]
         if status == "ok":
