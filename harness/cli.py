@@ -252,6 +252,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", help="write the checker's findings and both verdicts here")
     _add_probe(p)
     p.set_defaults(engine_option=[])  # Setup reads it; the CPU check's engine is Gate.tensorrt_int8's
+    p = sub.add_parser(
+        "compare-runs",
+        help="the upgrade report: an old gate run against a new one (each --out folder keeps its run archive)",
+    )
+    p.add_argument("old", help="the --out folder of the run before the upgrade")
+    p.add_argument("new", help="the --out folder of the run after it")
+    _add_dataset(p)
+    p.add_argument("--out", help="folder for upgrade.md and upgrade.json (default: print only)")
+    p.add_argument("--json", help="write the report here")
     p = sub.add_parser("inspect", help="validate a FaceNet ONNX and show the tensors found by pattern")
     p.add_argument("onnx")
     return parser
@@ -499,6 +508,27 @@ def cmd_gate(args) -> int:
     return gate.verdict.exit_code
 
 
+def cmd_compare_runs(args) -> int:
+    from harness.checks import upgrade
+    from harness.store import runs
+
+    old, new = runs.load(args.old), runs.load(args.new)
+    dataset = Dataset(args.lfw_dir, args.pairs, args.boxes) if args.lfw_dir and args.pairs else None
+    if dataset is None:
+        _err("compare-runs: no LFW data given (LFW_DIR/--lfw-dir): pair decisions are not compared")
+    result = upgrade.compare(old, new, dataset)
+    text = report.upgrade_markdown(result)
+    if args.out:
+        out = Path(args.out)
+        report.check_writable(out, "the upgrade report", "--out DIR")
+        cache.atomic_write_text(out / "upgrade.md", text)
+        report.write_json(out / "upgrade.json", result)
+    if args.json:
+        report.write_json(args.json, result)
+    print(text)
+    return result.verdict.exit_code
+
+
 def cmd_align(args) -> int:
     import time
     from pathlib import Path
@@ -577,6 +607,7 @@ def cmd_inspect(args) -> int:
 COMMANDS = {
     "prepare": cmd_prepare,
     "engines": cmd_engines,
+    "compare-runs": cmd_compare_runs,
     "accuracy": cmd_accuracy,
     "conformance": cmd_conformance,
     "golden": cmd_golden,

@@ -187,6 +187,7 @@ class Gate:
             self.store.describe(),
             environment.fingerprint(),
             evaluation,
+            embeddings=emb,
         )
 
     # --- conformance --------------------------------------------------------------------------------

@@ -24,10 +24,11 @@ from harness.core.results import (
     PerfRow,
     QuantizeResult,
     SoakResult,
+    UpgradeReport,
     to_json,
 )
 from harness.core.verdicts import Check, Verdict
-from harness.store import cache
+from harness.store import cache, runs
 
 
 def write_json(path: str | Path, result) -> Path:
@@ -506,6 +507,7 @@ def start_gate(out: Path) -> None:
     check_writable(out, "the gate report", "--out DIR")
     for stale in [*(out / n for n in REPORT_FILES), *out.glob("flipped-*.png")]:
         stale.unlink(missing_ok=True)
+    runs.clear(out)
 
 
 def write_progress(gate: GateReport, out: Path) -> None:
@@ -514,6 +516,7 @@ def write_progress(gate: GateReport, out: Path) -> None:
     write_json(out / "gate.json", gate)
     cache.atomic_write_text(out / "gate.md", gate_markdown(gate))
     cache.atomic_write_text(out / "gate.xml", gate_junit(gate))
+    runs.write(out, gate)  # the run archive so far (complete False), for compare-runs
 
 
 def write_gate(gate: GateReport, out: Path, curves: list[tuple[str, Evaluation]], dataset=None) -> dict[str, Path]:
@@ -534,7 +537,71 @@ def write_gate(gate: GateReport, out: Path, curves: list[tuple[str, Evaluation]]
     }
     cache.atomic_write_text(paths["xml"], gate_junit(gate))
     cache.atomic_write_text(paths["md"], gate_markdown(gate))
+    paths["run"] = runs.write(out, gate)
     return paths
+
+
+def _fmt(x, spec: str, none: str = "-") -> str:
+    return none if x is None else format(x, spec)
+
+
+def upgrade_markdown(u: UpgradeReport) -> str:
+    """The upgrade report: old and new side by side, each against the reference and against each other."""
+    lines = [
+        f"# Upgrade report: {u.verdict}",
+        "",
+        f"Old run: `{u.old}` ({u.old_created})  ",
+        f"New run: `{u.new}` ({u.new_created})",
+        "",
+        "Software that changed (environment): " + ("; ".join(u.software_changes) or "nothing"),
+        "",
+        "| engine | verdict old -> new | accuracy old -> new | delta new-old [95% CI] | cosine old/new min / mean "
+        "| decisions changed (now right / now wrong) | throughput new/old [95% CI] |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
+    for row in u.rows:
+        ci = row.accuracy_delta_ci
+        delta = (
+            "-"
+            if row.accuracy_delta is None
+            else f"{row.accuracy_delta:+.5f}" + (f" [{ci[0]:+.5f}, {ci[1]:+.5f}]" if ci else "")
+        )
+        cosine = (
+            "-"
+            if row.min_cosine is None
+            else f"{row.min_cosine:.6f} / {row.mean_cosine:.6f}" + (" (bit-identical)" if row.identical else "")
+        )
+        flips = (
+            "-"
+            if row.decisions_changed is None
+            else f"{row.decisions_changed} of {row.pairs} ({row.now_right} / {row.now_wrong})"
+        )
+        tput = (
+            "; ".join(
+                f"{t['case']} {t['ratio']:.3f} [{t['ci'][0]:.3f}, {t['ci'][1]:.3f}]"
+                if t.get("ratio") is not None
+                else f"{t['case']} {t['old_fps']:.1f} -> {t['new_fps']:.1f} images/s (other device)"
+                for t in row.throughput
+            )
+            or "-"
+        )
+        lines.append(
+            f"| {row.key} | {row.old_verdict} -> {row.new_verdict} | {_fmt(row.old_accuracy, '.5f')} -> "
+            f"{_fmt(row.new_accuracy, '.5f')} | {delta} | {cosine} | {flips} | {tput} |"
+        )
+    lines.append("")
+    for row in u.rows:
+        said = [f"software: {'; '.join(row.software_changes) or 'nothing changed'}"]
+        if row.worst_image and row.min_cosine is not None and not row.identical:
+            said.append(f"the image that moved most: {row.worst_image} (cosine {row.min_cosine:.6f})")
+        said += row.notes
+        lines.append(f"- **{row.key}**: " + "; ".join(said))
+    for k in u.only_old:
+        lines.append(f"- **{k}**: only in the old run")
+    for k in u.only_new:
+        lines.append(f"- **{k}**: only in the new run")
+    lines += [f"- {n}" for n in u.notes]
+    return "\n".join(lines) + "\n"
 
 
 RENDERERS: dict[type, Callable[[Any], str]] = {
@@ -547,5 +614,6 @@ RENDERERS: dict[type, Callable[[Any], str]] = {
     PerfRow: _perf_row_text,
     SoakResult: soak_text,
     QuantizeResult: quantize_text,
+    UpgradeReport: upgrade_markdown,
 }
 r_.use_renderer(text)  # str() of any result renders it as above

@@ -194,6 +194,7 @@ class AccuracyResult(Result):
     environment: dict
     evaluation: Evaluation = dataclasses.field(repr=False, metadata=NO_JSON)
     flipped_png: str | None = None  # contact sheet of the worst flipped pairs, once a report has written it
+    embeddings: np.ndarray | None = dataclasses.field(default=None, repr=False, metadata=NO_JSON)  # the run archive's
 
     def __repr__(self) -> str:
         failing = "; ".join(str(c) for c in self.checks if not c.passed)
@@ -620,3 +621,79 @@ class SoakResult(Result):
             f"<SoakResult {self.engine['backend']} {self.engine['precision']} x{self.workers}: {self.verdict}, "
             f"{self.checked_outputs} outputs checked, {self.mismatches} beyond tolerance>"
         )
+
+
+# --- the run archive and the upgrade report (harness.store.runs, harness.checks.upgrade) -----------------
+
+
+@dataclasses.dataclass
+class ArchivedRow:
+    """One gate row as a later run compares with it: what ran, its verdict, and its raw results."""
+
+    backend: str
+    precision: str
+    verdict: Verdict
+    fault: str | None
+    engine: dict  # the engine's describe()
+    stack: dict  # its software stack (throughput.stack)
+    metrics: dict | None  # Evaluation.summary() of its LFW pass
+    fold_accuracy: list[float] | None
+    fold_thresholds: list[float] | None
+    embeddings: np.ndarray | None = dataclasses.field(default=None, repr=False, metadata=NO_JSON)
+    perf: dict = dataclasses.field(default_factory=dict)  # case -> {"fps", "samples", "cpu"}
+
+    @property
+    def key(self) -> str:
+        return f"{self.backend} {self.precision}"
+
+
+@dataclasses.dataclass
+class ArchivedRun:
+    path: str
+    created: str
+    verdict: Verdict
+    complete: bool
+    dataset: dict
+    reference_model: dict
+    environment: dict
+    rows: list[ArchivedRow]
+
+
+@dataclasses.dataclass
+class UpgradeRow(Result):
+    """One engine x precision, old run against new: each judged against the reference as its own gate
+    did, and the two against each other."""
+
+    key: str
+    verdict: Verdict  # the new run's verdict for this row (its gate against the reference)
+    old_verdict: Verdict
+    new_verdict: Verdict
+    old_accuracy: float | None
+    new_accuracy: float | None
+    accuracy_delta: float | None  # new - old, mean over folds
+    accuracy_delta_ci: tuple[float, float] | None  # 95%, from the paired per-fold deltas
+    min_cosine: float | None  # between old and new embeddings of the same image
+    mean_cosine: float | None
+    worst_image: str | None
+    identical: bool | None  # bit-identical embeddings
+    decisions_changed: int | None  # pairs decided differently (each run at its own fold thresholds)
+    now_right: int | None  # of those: wrong before, right now
+    now_wrong: int | None
+    pairs: int | None
+    throughput: list[dict]  # per case: old fps, new fps, ratio and its 95% interval, same machine or not
+    software_changes: list[str]  # "onnxruntime 1.31.1 -> 1.32.0", ...
+    notes: list[str]
+
+
+@dataclasses.dataclass
+class UpgradeReport(Result):
+    verdict: Verdict  # the new run's gate verdict over the rows both runs have
+    old: str
+    new: str
+    old_created: str
+    new_created: str
+    software_changes: list[str]
+    rows: list[UpgradeRow]
+    only_old: list[str]
+    only_new: list[str]
+    notes: list[str]
