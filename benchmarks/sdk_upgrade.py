@@ -26,6 +26,11 @@ DEFAULTS = {
     "openvino": ("2025.4.1", "2026.4.1", "fp32,int8", "compute-b8,compute-b64"),
     "onnxruntime": ("1.31.1", "1.32.0", "fp32,int8", "compute-b8,compute-b64"),
 }
+# what is released with each SDK version and upgraded with it (NNCF follows OpenVINO's releases)
+COMPANIONS = {  # openvino 2025.4.1 requires numpy<2.3, nncf 2.19 numpy<2.4
+    ("openvino", "2025.4.1"): {"nncf": "2.19.0", "numpy": "2.2.6"},
+    ("openvino", "2026.4.1"): {"nncf": "3.4.0"},
+}
 
 
 def sh(cmd: list[str], **kw) -> subprocess.CompletedProcess:
@@ -38,9 +43,11 @@ def venv_for(work: Path, sdk: str, version: str) -> Path:
     if (venv / ".installed").exists():
         return venv
     constraints = (ROOT / "constraints.txt").read_text()
-    pinned = re.sub(rf"(?m)^{sdk}==.*$", f"{sdk}=={version}", constraints)
-    if f"{sdk}=={version}" not in pinned:
-        pinned += f"\n{sdk}=={version}\n"
+    pinned = constraints
+    for name, pin in {sdk: version, **COMPANIONS.get((sdk, version), {})}.items():
+        pinned = re.sub(rf"(?m)^{name}==.*$", f"{name}=={pin}", pinned)
+        if f"{name}=={pin}" not in pinned:
+            pinned += f"\n{name}=={pin}\n"
     cfile = work / f"constraints-{sdk}-{version}.txt"
     cfile.write_text(pinned)
     sh([sys.executable, "-m", "venv", str(venv)]).check_returncode()
