@@ -183,6 +183,36 @@ def make_prealigned(tmp_path, size=160, names=("A", "B", "C", "D")):
     return tmp_path / "imgs", pairs
 
 
+def tiny_gate_args(tiny, model, cache_dir, out, backend: str, precisions: str, *extra: str) -> list[str]:
+    """``facenet-harness gate`` arguments over a ``make_prealigned`` dataset: ``model`` as both the engine's
+    model and the reference, a 4-image probe set, then ``extra``."""
+    images, pairs = tiny
+    return [
+        "gate",
+        "--backend",
+        backend,
+        "--precisions",
+        precisions,
+        "--lfw-dir",
+        str(images),
+        "--pairs",
+        str(pairs),
+        "--boxes",
+        "",
+        "--onnx",
+        str(model.path),
+        "--reference-onnx",
+        str(model.path),
+        "--cache",
+        str(cache_dir),
+        "--out",
+        str(out),
+        "--probe-size",
+        "4",
+        *extra,
+    ]
+
+
 def test_prealigned_folder_is_used_as_is(tmp_path):
     images, pairs = make_prealigned(tmp_path)
     ds = Dataset(images, pairs)

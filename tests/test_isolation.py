@@ -53,37 +53,10 @@ def tiny(tmp_path_factory):
 
 
 def gate_args(tiny, model, cache_dir, out, *extra):
-    images, pairs = tiny
-    return [
-        "gate",
-        "--backend",
-        "faulty",
-        "--precisions",
-        "fp32,fp16",
-        "--lfw-dir",
-        str(images),
-        "--pairs",
-        str(pairs),
-        "--boxes",
-        "",
-        "--onnx",
-        str(model.path),
-        "--reference-onnx",
-        str(model.path),
-        "--cache",
-        str(cache_dir),
-        "--out",
-        str(out),
-        "--probe-size",
-        "4",
-        "--perf-cases",
-        "",
-        "--call-deadline",
-        "3",
-        "--build-deadline",
-        "5",
-        *extra,
-    ]
+    deadlines = ("--call-deadline", "3", "--build-deadline", "5")
+    return test_data.tiny_gate_args(
+        tiny, model, cache_dir, out, "faulty", "fp32,fp16", "--perf-cases", "", *deadlines, *extra
+    )
 
 
 @pytest.mark.parametrize(("fault", "at_call", "said"), CATALOGUE, ids=[f"{f}@{a}" for f, a, _ in CATALOGUE])

@@ -25,40 +25,8 @@ def tiny(tmp_path_factory):
 
 
 def gate(tiny, model, cache_dir, out):
-    images, pairs = tiny
-    rc = cli.main(
-        [
-            "gate",
-            "--backend",
-            "onnxruntime",
-            "--precisions",
-            "fp32",
-            "--onnx",
-            str(model.path),
-            "--reference-onnx",
-            str(model.path),
-            "--lfw-dir",
-            str(images),
-            "--pairs",
-            str(pairs),
-            "--boxes",
-            "",
-            "--cache",
-            str(cache_dir),
-            "--out",
-            str(out),
-            "--probe-size",
-            "4",
-            "--perf-cases",
-            "compute-b8",
-            "--warmup",
-            "0.2",
-            "--min-duration",
-            "1",
-            "--isolation",
-            "none",
-        ]
-    )
+    quick = ("--perf-cases", "compute-b8", "--warmup", "0.2", "--min-duration", "1", "--isolation", "none")
+    rc = cli.main(test_data.tiny_gate_args(tiny, model, cache_dir, out, "onnxruntime", "fp32", *quick))
     assert rc in (cli.EXIT_PASS, cli.EXIT_FAIL, cli.EXIT_NO_BASELINE, cli.EXIT_INCONCLUSIVE)
     return out
 
